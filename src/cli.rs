@@ -1,0 +1,121 @@
+//! What the `check` and `route` commands print; `main.rs` only parses arguments.
+
+use crate::config::{Backend, Config, FsyncPolicy, MqttVersion};
+use crate::message::Qos;
+use crate::record::Record;
+use crate::route::Router;
+use base64::Engine;
+use serde_json::{json, Map, Value};
+use std::fmt::Write;
+
+/// The `check` report: where Tributary connects, what it writes, each route and the broker
+/// subscriptions.
+pub fn check_report(file: &str, config: &Config, router: &Router) -> String {
+    let mut out = String::new();
+    let m = &config.mqtt;
+    let version = match m.version {
+        MqttVersion::V5 => "MQTT 5",
+        MqttVersion::V3 => "MQTT 3.1.1",
+    };
+    let session = if m.clean_start {
+        "clean start"
+    } else {
+        "persistent session"
+    };
+    let _ = writeln!(out, "{file}: valid");
+    let _ = writeln!(
+        out,
+        "mqtt: {} ({version}, client id {:?}, {session}, max {} in flight)",
+        m.url, m.client_id, m.max_inflight
+    );
+    let _ = match config.log.backend {
+        Backend::Embedded => {
+            let e = &config.log.embedded;
+            let fsync = match e.fsync {
+                FsyncPolicy::Always => "fsync always".to_string(),
+                FsyncPolicy::Interval => format!("fsync every {}", e.fsync_interval),
+                FsyncPolicy::Never => "fsync never".to_string(),
+            };
+            let listener = e
+                .kafka_listener
+                .map_or("off".to_string(), |a| a.to_string());
+            writeln!(
+                out,
+                "log: embedded in {} ({fsync}; Kafka listener {listener})",
+                e.dir.display()
+            )
+        }
+        Backend::Kafka => writeln!(out, "log: Kafka at {}", config.log.kafka.bootstrap_servers),
+    };
+    let _ = writeln!(out, "routes:");
+    for route in router.routes() {
+        let c = &route.config;
+        let partitions = match router
+            .routes()
+            .iter()
+            .find(|r| r.name == route.name)
+            .map(|r| r.config.to.as_str())
+        {
+            Some(to) if !to.contains('{') => format!(" ({} partitions)", router.partitions(to)),
+            _ => String::new(),
+        };
+        let _ = write!(out, "  {}: {} -> {}{partitions}", route.name, c.from, c.to);
+        if let Some(key) = &c.key {
+            let _ = write!(out, ", key {key}");
+        }
+        let _ = writeln!(out, ", qos {}", u8::from(c.qos));
+        for (name, value) in &c.headers {
+            let _ = writeln!(out, "    header {name}: {value}");
+        }
+        if c.qos == Qos::ExactlyOnce {
+            let _ = writeln!(out, "    note: qos 2 is subscribed as qos 1 (at-least-once into the log; rumqttc's QoS 2 breaks across reconnects)");
+        }
+        if c.qos == Qos::AtMostOnce {
+            let _ = writeln!(
+                out,
+                "    note: qos 0 is lossy: messages are not acked and are lost if Tributary stops"
+            );
+        }
+    }
+    let _ = writeln!(out, "dead letters: {}", config.dead_letter.topic);
+    let _ = writeln!(out, "subscriptions:");
+    for sub in router.subscriptions() {
+        let _ = writeln!(
+            out,
+            "  {} (qos {})",
+            m.broker_filter(&sub.filter),
+            u8::from(sub.qos)
+        );
+    }
+    out
+}
+
+/// One `route` dry-run line: `{"route","topic","partition","key","headers","value"}`, the value
+/// as text, or base64 under `value_b64` when it is not UTF-8.
+pub fn record_json(record: &Record) -> Value {
+    let mut line = Map::new();
+    line.insert("route".into(), json!(&*record.route));
+    line.insert("topic".into(), json!(record.topic));
+    line.insert("partition".into(), json!(record.partition));
+    line.insert(
+        "key".into(),
+        record
+            .key
+            .as_ref()
+            .map_or(Value::Null, |k| json!(String::from_utf8_lossy(k))),
+    );
+    let headers: Map<String, Value> = record
+        .headers
+        .iter()
+        .map(|h| (h.key.clone(), json!(String::from_utf8_lossy(&h.value))))
+        .collect();
+    line.insert("headers".into(), Value::Object(headers));
+    match std::str::from_utf8(&record.value) {
+        Ok(text) => line.insert("value".into(), json!(text)),
+        Err(_) => line.insert(
+            "value_b64".into(),
+            json!(base64::engine::general_purpose::STANDARD.encode(&record.value)),
+        ),
+    };
+    Value::Object(line)
+}

@@ -1,0 +1,351 @@
+//! Configuration: `bridge.yaml` plus `TRIBUTARY_*` environment variables, validated whole.
+//!
+//! [`load`] reads and checks everything it can before start and reports every problem at once,
+//! each naming the file (or variable), the key path and what would be valid.
+
+mod load;
+mod units;
+mod validate;
+
+pub use load::{load, load_figment, ConfigError, Issue, ENV_PREFIX};
+pub use units::{ByteSize, HumanDuration};
+pub use validate::MqttEndpoint;
+
+use crate::message::Qos;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Config {
+    pub mqtt: MqttConfig,
+    pub log: LogConfig,
+    pub topics: TopicsConfig,
+    pub routes: Vec<RouteConfig>,
+    pub dead_letter: DeadLetterConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MqttConfig {
+    pub url: String,
+    #[serde(deserialize_with = "scalar::string")]
+    pub client_id: String,
+    pub version: MqttVersion,
+    pub clean_start: bool,
+    pub session_expiry: HumanDuration,
+    pub keep_alive: HumanDuration,
+    pub max_inflight: u32,
+    pub max_payload: ByteSize,
+    #[serde(deserialize_with = "scalar::opt_string")]
+    pub shared_group: Option<String>,
+    #[serde(deserialize_with = "scalar::opt_string")]
+    pub username: Option<String>,
+    #[serde(deserialize_with = "scalar::opt_string", skip_serializing)]
+    pub password: Option<String>,
+    pub tls: TlsConfig,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: "mqtt://127.0.0.1:1883".into(),
+            client_id: "tributary".into(),
+            version: MqttVersion::V5,
+            clean_start: false,
+            session_expiry: HumanDuration::from_secs(3600),
+            keep_alive: HumanDuration::from_secs(30),
+            max_inflight: 1024,
+            max_payload: ByteSize::mib(1),
+            shared_group: None,
+            username: None,
+            password: None,
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+impl MqttConfig {
+    /// The filter as sent to the broker: `$share/<group>/<filter>` when `shared_group` is set.
+    pub fn broker_filter(&self, filter: &str) -> String {
+        match &self.shared_group {
+            Some(group) => format!("$share/{group}/{filter}"),
+            None => filter.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum MqttVersion {
+    /// MQTT 3.1.1
+    V3,
+    V5,
+}
+
+impl TryFrom<u8> for MqttVersion {
+    type Error = String;
+    fn try_from(v: u8) -> Result<Self, String> {
+        match v {
+            3 | 4 => Ok(MqttVersion::V3),
+            5 => Ok(MqttVersion::V5),
+            other => Err(format!(
+                "MQTT version {other} is not supported; use 5 or 3 (3.1.1)"
+            )),
+        }
+    }
+}
+
+impl From<MqttVersion> for u8 {
+    fn from(v: MqttVersion) -> u8 {
+        match v {
+            MqttVersion::V3 => 3,
+            MqttVersion::V5 => 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    pub fn is_set(&self) -> bool {
+        self.ca_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    pub backend: Backend,
+    pub embedded: EmbeddedConfig,
+    pub kafka: KafkaConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Embedded,
+    Kafka,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EmbeddedConfig {
+    pub dir: PathBuf,
+    pub segment_bytes: ByteSize,
+    pub fsync: FsyncPolicy,
+    pub fsync_interval: HumanDuration,
+    pub retention: RetentionConfig,
+    pub kafka_listener: Option<SocketAddr>,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig {
+            dir: PathBuf::from("./data"),
+            segment_bytes: ByteSize::mib(128),
+            fsync: FsyncPolicy::Interval,
+            fsync_interval: HumanDuration::from_millis(5),
+            retention: RetentionConfig::default(),
+            kafka_listener: Some(SocketAddr::from(([127, 0, 0, 1], 9092))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// fsync before every append resolves.
+    Always,
+    /// Group commit: one fsync covers every append within `fsync_interval`.
+    #[default]
+    Interval,
+    /// Leave flushing to the OS: fast, and a machine crash can lose acked records.
+    Never,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetentionConfig {
+    pub time: Option<HumanDuration>,
+    pub bytes: Option<ByteSize>,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            time: Some(HumanDuration::from_secs(7 * 86_400)),
+            bytes: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    pub create_topics: bool,
+    /// Passed to librdkafka as they are.
+    #[serde(deserialize_with = "scalar::string_map")]
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            create_topics: true,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// Per-topic settings; topics not listed get `default`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicsConfig {
+    pub default: TopicConfig,
+    pub topics: BTreeMap<String, TopicConfig>,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            default: TopicConfig { partitions: 4 },
+            topics: BTreeMap::new(),
+        }
+    }
+}
+
+impl TopicsConfig {
+    pub fn get(&self, topic: &str) -> &TopicConfig {
+        self.topics.get(topic).unwrap_or(&self.default)
+    }
+}
+
+impl<'de> Deserialize<'de> for TopicsConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut topics = BTreeMap::<String, TopicConfig>::deserialize(d)?;
+        let default = topics
+            .remove("default")
+            .unwrap_or(TopicsConfig::default().default);
+        Ok(TopicsConfig { default, topics })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TopicConfig {
+    pub partitions: u32,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig { partitions: 4 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteConfig {
+    /// Defaults to `route-<index>`.
+    #[serde(default, deserialize_with = "scalar::opt_string")]
+    pub name: Option<String>,
+    pub from: String,
+    #[serde(default = "default_qos")]
+    pub qos: Qos,
+    pub to: String,
+    #[serde(default, deserialize_with = "scalar::opt_string")]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub format: Option<PayloadFormat>,
+    #[serde(default, deserialize_with = "scalar::string_map")]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn default_qos() -> Qos {
+    Qos::AtLeastOnce
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadFormat {
+    /// The payload is stored as it came.
+    #[default]
+    Raw,
+    /// The payload must be JSON; anything else goes to the dead-letter topic.
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeadLetterConfig {
+    pub topic: String,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        DeadLetterConfig {
+            topic: "tributary.dead-letter".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpConfig {
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+        }
+    }
+}
+
+/// Lenient string fields: environment variables arrive typed (`TRIBUTARY_MQTT__PASSWORD=1234`
+/// is a number to figment), and YAML turns `key: 42` into a number too.
+mod scalar {
+    use serde::{de::Error, Deserialize, Deserializer};
+    use serde_json::Value;
+    use std::collections::BTreeMap;
+
+    fn text<E: Error>(v: Value) -> Result<String, E> {
+        match v {
+            Value::String(s) => Ok(s),
+            Value::Number(n) => Ok(n.to_string()),
+            Value::Bool(b) => Ok(b.to_string()),
+            other => Err(E::custom(format!("expected text, found {other}"))),
+        }
+    }
+
+    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        text(Value::deserialize(d)?)
+    }
+
+    pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Null => Ok(None),
+            v => text(v).map(Some),
+        }
+    }
+
+    pub fn string_map<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, String>, D::Error> {
+        BTreeMap::<String, Value>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| Ok((k, text(v)?)))
+            .collect()
+    }
+}

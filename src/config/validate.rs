@@ -1,0 +1,272 @@
+//! Checks that need more than types: ranges, URLs, files, names, and the routes themselves.
+
+use super::{Backend, Config, FsyncPolicy, Issue, MqttVersion};
+use crate::record::check_topic_name;
+use crate::route::compile_routes;
+use std::time::Duration;
+
+/// Appends every issue in `config`; `route_indexes` maps each route to its index in the file.
+pub fn check(config: &Config, route_indexes: &[usize], issues: &mut Vec<Issue>) {
+    mqtt(config, issues);
+    log(config, issues);
+    topics(config, issues);
+    if let Err(e) = check_topic_name(&config.dead_letter.topic) {
+        issues.push(Issue::new("dead_letter.topic", e));
+    }
+    if let (Some(http), Some(kafka)) = (config.http.listen, config.log.embedded.kafka_listener) {
+        if http == kafka && config.log.backend == Backend::Embedded {
+            issues.push(Issue::new(
+                "http.listen",
+                format!("{http} is also log.embedded.kafka_listener; give each its own port"),
+            ));
+        }
+    }
+    let (_, route_issues) = compile_routes(route_indexes.iter().copied().zip(&config.routes));
+    issues.extend(route_issues);
+}
+
+fn mqtt(config: &Config, issues: &mut Vec<Issue>) {
+    let m = &config.mqtt;
+    let mut push = |key: &str, msg: String| issues.push(Issue::new(format!("mqtt.{key}"), msg));
+    let tls_url = match MqttEndpoint::parse(&m.url) {
+        Ok(endpoint) => Some(endpoint.tls),
+        Err(e) => {
+            push("url", e);
+            None
+        }
+    };
+    if m.client_id.is_empty() {
+        push(
+            "client_id",
+            "cannot be empty: a persistent session needs a stable client id".into(),
+        );
+    } else if m.client_id.len() > 65_535 {
+        push("client_id", "is longer than MQTT's 65535 bytes".into());
+    }
+    let keep_alive = m.keep_alive.0;
+    if keep_alive < Duration::from_secs(1) || keep_alive > Duration::from_secs(65_535) {
+        push(
+            "keep_alive",
+            format!("{} is out of range; use 1s to 18h (65535s)", m.keep_alive),
+        );
+    }
+    if m.session_expiry.0 > Duration::from_secs(u64::from(u32::MAX)) {
+        push(
+            "session_expiry",
+            format!("{} is over MQTT's limit of {}s", m.session_expiry, u32::MAX),
+        );
+    }
+    if m.max_inflight == 0 || m.max_inflight > 65_535 {
+        push(
+            "max_inflight",
+            format!("{} is out of range; use 1 to 65535", m.max_inflight),
+        );
+    }
+    const MQTT_MAX_PACKET: u64 = 268_435_455;
+    if m.max_payload.0 == 0 || m.max_payload.0 > MQTT_MAX_PACKET {
+        push(
+            "max_payload",
+            format!(
+                "{} is out of range; use 1B to 255MiB (MQTT's largest packet)",
+                m.max_payload
+            ),
+        );
+    }
+    if let Some(group) = &m.shared_group {
+        if group.is_empty() || group.contains(['/', '+', '#']) {
+            push("shared_group", format!("{group:?} is not a share name; use a non-empty name without '/', '+' or '#', e.g. tributary"));
+        }
+    }
+    if m.password.is_some() && m.username.is_none() && m.version == MqttVersion::V3 {
+        push(
+            "password",
+            "MQTT 3.1.1 sends a password only with a username; set mqtt.username too".into(),
+        );
+    }
+    let tls = &m.tls;
+    for (key, file) in [
+        ("tls.ca_file", &tls.ca_file),
+        ("tls.cert_file", &tls.cert_file),
+        ("tls.key_file", &tls.key_file),
+    ] {
+        if let Some(path) = file {
+            if !path.is_file() {
+                push(
+                    key,
+                    format!("{} does not exist or is not a file", path.display()),
+                );
+            }
+        }
+    }
+    if tls.cert_file.is_some() != tls.key_file.is_some() {
+        push(
+            "tls",
+            "cert_file and key_file go together (mutual TLS); set both or neither".into(),
+        );
+    }
+    if tls.is_set() && tls_url == Some(false) {
+        push(
+            "tls",
+            format!(
+                "TLS files are set but the url {} is plain MQTT; use mqtts://",
+                m.url
+            ),
+        );
+    }
+}
+
+/// Where the broker is, as `mqtt.url` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttEndpoint {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+impl MqttEndpoint {
+    /// Parses `mqtt://host[:port]` (port 1883) or `mqtts://host[:port]` (port 8883).
+    pub fn parse(raw: &str) -> Result<MqttEndpoint, String> {
+        let expected =
+            "expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], e.g. mqtt://127.0.0.1:1883";
+        let url =
+            url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL ({e}); {expected}"))?;
+        let (tls, default_port) = match url.scheme() {
+            "mqtt" | "tcp" => (false, 1883),
+            "mqtts" | "ssl" => (true, 8883),
+            other => return Err(format!("scheme {other}:// is not supported; {expected}")),
+        };
+        let host = match url.host() {
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            Some(host) => host.to_string(),
+            None => return Err(format!("{raw:?} has no host; {expected}")),
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("credentials do not belong in the url; set mqtt.username and mqtt.password (TRIBUTARY_MQTT__PASSWORD)".into());
+        }
+        if !(url.path().is_empty() || url.path() == "/")
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            return Err(format!("{raw:?} has a path or query; {expected}"));
+        }
+        Ok(MqttEndpoint {
+            host,
+            port: url.port().unwrap_or(default_port),
+            tls,
+        })
+    }
+}
+
+fn log(config: &Config, issues: &mut Vec<Issue>) {
+    let e = &config.log.embedded;
+    let mut push = |key: &str, msg: String| issues.push(Issue::new(format!("log.{key}"), msg));
+    if e.dir.as_os_str().is_empty() {
+        push("embedded.dir", "cannot be empty; e.g. ./data".into());
+    }
+    if e.segment_bytes.0 < 1024 || e.segment_bytes.0 > 1 << 31 {
+        push(
+            "embedded.segment_bytes",
+            format!("{} is out of range; use 1KiB to 2GiB", e.segment_bytes),
+        );
+    }
+    if e.fsync == FsyncPolicy::Interval
+        && (e.fsync_interval.0.is_zero() || e.fsync_interval.0 > Duration::from_secs(10))
+    {
+        push(
+            "embedded.fsync_interval",
+            format!(
+                "{} is out of range; use 1ms to 10s (acks wait for it), or fsync: always",
+                e.fsync_interval
+            ),
+        );
+    }
+    if e.retention.time.is_some_and(|t| t.0.is_zero()) {
+        push(
+            "embedded.retention.time",
+            "must be above zero; null keeps records forever".into(),
+        );
+    }
+    if e.retention.bytes.is_some_and(|b| b.0 == 0) {
+        push(
+            "embedded.retention.bytes",
+            "must be above zero; null sets no size limit".into(),
+        );
+    }
+    if config.log.backend == Backend::Kafka {
+        let servers = &config.log.kafka.bootstrap_servers;
+        let bad: Vec<&str> = servers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| {
+                s.rsplit_once(':')
+                    .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            })
+            .collect();
+        if servers.trim().is_empty() || !bad.is_empty() {
+            push(
+                "kafka.bootstrap_servers",
+                format!("{servers:?} is not a list of HOST:PORT; e.g. kafka-1:9092,kafka-2:9092"),
+            );
+        }
+    }
+}
+
+fn topics(config: &Config, issues: &mut Vec<Issue>) {
+    const MAX_PARTITIONS: u32 = 10_000;
+    let entries = std::iter::once(("default", &config.topics.default))
+        .chain(config.topics.topics.iter().map(|(k, v)| (k.as_str(), v)));
+    for (name, topic) in entries {
+        if name != "default" {
+            if let Err(e) = check_topic_name(name) {
+                issues.push(Issue::new(format!("topics.{name}"), e));
+            }
+        }
+        if topic.partitions == 0 || topic.partitions > MAX_PARTITIONS {
+            issues.push(Issue::new(
+                format!("topics.{name}.partitions"),
+                format!(
+                    "{} is out of range; use 1 to {MAX_PARTITIONS}",
+                    topic.partitions
+                ),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mqtt_endpoints() {
+        let ok = [
+            ("mqtt://127.0.0.1:1883", "127.0.0.1", 1883, false),
+            ("mqtt://broker", "broker", 1883, false),
+            ("mqtts://broker.example", "broker.example", 8883, true),
+            ("mqtts://[::1]:9999", "::1", 9999, true),
+        ];
+        for (raw, host, port, tls) in ok {
+            assert_eq!(
+                MqttEndpoint::parse(raw),
+                Ok(MqttEndpoint {
+                    host: host.into(),
+                    port,
+                    tls
+                }),
+                "{raw}"
+            );
+        }
+        let bad = [
+            ("http://broker", "scheme http:// is not supported"),
+            ("broker:1883", "scheme broker:// is not supported"),
+            ("mqtt://", "has no host"),
+            ("mqtt://u:p@broker", "credentials do not belong"),
+            ("mqtt://broker/x", "has a path"),
+            ("mqtt://broker:99999", "is not a URL"),
+        ];
+        for (raw, why) in bad {
+            let err = MqttEndpoint::parse(raw).unwrap_err();
+            assert!(err.contains(why), "{raw}: {err}");
+        }
+    }
+}

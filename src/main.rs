@@ -1,0 +1,146 @@
+//! The `tributary` command: parses arguments, loads the config, runs a command.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tributary::config::{self, ConfigError};
+use tributary::message::Message;
+use tributary::route::Router;
+
+#[derive(Parser)]
+#[command(
+    name = "tributary",
+    version,
+    about = "Bridges MQTT devices to a partitioned, durable, replayable Kafka-style log"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file (for `tributary` alone, which runs the gateway).
+    #[arg(short, long, default_value = "bridge.yaml", global = true)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Validate the config; print routes and broker subscriptions. Exit 2 if invalid.
+    Check,
+    /// Dry run: print the records one message would become, one JSON line each.
+    Route {
+        /// MQTT topic of the message.
+        topic: String,
+        /// Payload text.
+        #[arg(long, conflicts_with = "payload_file")]
+        payload: Option<String>,
+        /// Read the payload from a file.
+        #[arg(long)]
+        payload_file: Option<PathBuf>,
+    },
+    /// List topics, partitions, earliest and latest offsets, and bytes.
+    Topics,
+    /// Print records of a topic as JSON lines.
+    Consume {
+        #[arg(short, long)]
+        topic: String,
+        /// earliest, latest, an offset, or an RFC 3339 time.
+        #[arg(long, default_value = "earliest")]
+        from: String,
+        #[arg(long)]
+        partition: Option<u32>,
+        #[arg(long)]
+        limit: Option<u64>,
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+/// Exit codes: 0 success, 1 runtime failure, 2 usage or config error.
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Run);
+    let config = match config::load(&cli.config) {
+        Ok(config) => config,
+        Err(e) => return config_error(&e),
+    };
+    let file = cli.config.display().to_string();
+    let result = match command {
+        Command::Check => check(&file, &config),
+        Command::Route {
+            topic,
+            payload,
+            payload_file,
+        } => route(&config, topic, payload, payload_file),
+        Command::Run => not_yet("run", "the MQTT ingress and pipeline"),
+        Command::Topics | Command::Consume { .. } => {
+            not_yet("topics and consume", "the embedded log")
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("{e}");
+    if let ConfigError::Invalid { issues, .. } = e {
+        eprintln!(
+            "{} problem{} in the configuration; nothing was started",
+            issues.len(),
+            if issues.len() == 1 { "" } else { "s" }
+        );
+    }
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn router(config: &config::Config) -> anyhow::Result<Router> {
+    // `config::load` already compiled the routes once; this cannot fail after it.
+    Router::new(config).map_err(|issues| anyhow::anyhow!("invalid routes: {issues:?}"))
+}
+
+fn check(file: &str, config: &config::Config) -> anyhow::Result<()> {
+    print!(
+        "{}",
+        tributary::cli::check_report(file, config, &router(config)?)
+    );
+    Ok(())
+}
+
+fn route(
+    config: &config::Config,
+    topic: String,
+    payload: Option<String>,
+    payload_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let payload = match (payload, payload_file) {
+        (Some(text), _) => text.into_bytes(),
+        (None, Some(path)) => {
+            std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?
+        }
+        (None, None) => Vec::new(),
+    };
+    let router = router(config)?;
+    let records = router.route(&Message::new(topic, payload));
+    if records.is_empty() {
+        eprintln!("no route matches this topic: it would be acked and counted, not stored");
+    }
+    for record in &records {
+        println!("{}", tributary::cli::record_json(record));
+    }
+    Ok(())
+}
+
+fn not_yet(what: &str, arrives_with: &str) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "`tributary {what}` is not available in this version yet: it arrives with {arrives_with}"
+    )
+}

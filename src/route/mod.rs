@@ -1,0 +1,386 @@
+//! Routing: one MQTT [`Message`] becomes zero or more [`Record`]s, one per matching route, or
+//! dead-letter records when a route cannot make its record. Pure: no I/O, no clocks.
+//!
+//! - `filter`: MQTT filters with `{name}` captures, and MQTT matching rules.
+//! - `trie`: every route's filter in one trie, so matching cost does not grow with routes.
+//! - `template`: `to`, `key` and header templates.
+//! - `partition`: Kafka's murmur2 partitioner.
+
+pub mod filter;
+pub mod partition;
+pub mod template;
+mod trie;
+
+use crate::config::{Config, Issue, PayloadFormat, RouteConfig, TopicsConfig};
+use crate::message::{Message, Qos};
+use crate::record::{check_topic_name, DeadLetterReason, Header, Record};
+use bytes::Bytes;
+use filter::Filter;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use template::{Context, Template};
+use trie::FilterTrie;
+
+/// How much of an oversized payload a dead-letter record keeps.
+pub const DEAD_LETTER_TRUNCATE: usize = 1024;
+
+/// One compiled route.
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub filter: Filter,
+    /// As written in the config, for display.
+    pub config: RouteConfig,
+    to: Template,
+    key: Option<Template>,
+    headers: Vec<(String, Template)>,
+    /// The payload must parse as JSON (`format: json`, or a `{payload.…}` template).
+    json: bool,
+}
+
+/// A broker subscription: the union of the routes' filters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub filter: String,
+    pub qos: Qos,
+}
+
+/// Compiles routes given as (index in the config file, route), checking each field and the
+/// routes against each other; returns what compiled and every issue found.
+pub fn compile_routes<'a>(
+    routes: impl IntoIterator<Item = (usize, &'a RouteConfig)>,
+) -> (Vec<Route>, Vec<Issue>) {
+    let mut compiled = Vec::new();
+    let mut issues = Vec::new();
+    let mut names = HashSet::new();
+    for (index, config) in routes {
+        let name = config
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("route-{index}"));
+        if name.is_empty() {
+            issues.push(Issue::new(
+                format!("routes[{index}].name"),
+                "cannot be empty; name the route, e.g. telemetry",
+            ));
+        } else if !names.insert(name.clone()) {
+            issues.push(Issue::new(
+                format!("routes[{index}].name"),
+                format!("{name:?} is used by an earlier route; route names must be unique"),
+            ));
+        }
+        if let Some(route) = Route::compile(index, name, config, &mut issues) {
+            compiled.push(route);
+        }
+    }
+    (compiled, issues)
+}
+
+impl Route {
+    fn compile(
+        index: usize,
+        name: String,
+        config: &RouteConfig,
+        issues: &mut Vec<Issue>,
+    ) -> Option<Route> {
+        let at = |field: &str| format!("routes[{index}].{field}");
+        let before = issues.len();
+        let filter = match Filter::parse(&config.from) {
+            Ok(f) => f,
+            Err(e) => {
+                issues.push(Issue::new(at("from"), e.to_string()));
+                return None;
+            }
+        };
+        let mut template = |field: String, raw: &str| match Template::parse(raw, &filter) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                issues.push(Issue::new(field, e.to_string()));
+                None
+            }
+        };
+        let to = template(at("to"), &config.to);
+        let key = config.key.as_deref().map(|k| template(at("key"), k));
+        let headers: Vec<(String, Option<Template>)> = config
+            .headers
+            .iter()
+            .map(|(h, raw)| (h.clone(), template(format!("{}.{h}", at("headers")), raw)))
+            .collect();
+        if let Some(to) = &to {
+            check_topic_template(to, &at("to"), issues);
+        }
+        for (h, _) in &headers {
+            if h.is_empty() {
+                issues.push(Issue::new(at("headers"), "a header name cannot be empty"));
+            }
+        }
+        let uses_payload = to
+            .iter()
+            .chain(key.iter().flatten())
+            .chain(headers.iter().filter_map(|(_, t)| t.as_ref()))
+            .any(Template::uses_payload);
+        if uses_payload && config.format == Some(PayloadFormat::Raw) {
+            issues.push(Issue::new(at("format"), "raw, but a template reads {payload.…}; use format: json, or drop the payload field"));
+        }
+        if issues.len() > before {
+            return None;
+        }
+        Some(Route {
+            name: name.into(),
+            json: uses_payload || config.format == Some(PayloadFormat::Json),
+            to: to?,
+            key: key.flatten(),
+            headers: headers
+                .into_iter()
+                .map(|(h, t)| Some((h, t?)))
+                .collect::<Option<_>>()?,
+            filter,
+            config: config.clone(),
+        })
+    }
+}
+
+/// Checks what can be checked of a topic template before messages arrive: the whole name
+/// when it is literal, else that its literal parts use only legal characters.
+fn check_topic_template(to: &Template, path: &str, issues: &mut Vec<Issue>) {
+    if let Some(name) = to.as_literal() {
+        if let Err(e) = check_topic_name(name) {
+            issues.push(Issue::new(path, e));
+        }
+        return;
+    }
+    for literal in to.literals() {
+        if let Some(c) = literal
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            issues.push(Issue::new(
+                path,
+                format!("has {c:?}; topic names allow letters, digits, '.', '_' and '-'"),
+            ));
+        }
+    }
+}
+
+/// Routes messages to records. Shared by every ingress task; `route` takes `&self`.
+#[derive(Debug)]
+pub struct Router {
+    routes: Vec<Route>,
+    trie: FilterTrie,
+    topics: TopicsConfig,
+    dead_letter_topic: String,
+    max_payload: usize,
+    /// Round-robin position for unkeyed records.
+    next_partition: AtomicU32,
+}
+
+impl Router {
+    pub fn new(config: &Config) -> Result<Router, Vec<Issue>> {
+        let (routes, issues) = compile_routes(config.routes.iter().enumerate());
+        if !issues.is_empty() {
+            return Err(issues);
+        }
+        let mut trie = FilterTrie::default();
+        for (id, route) in routes.iter().enumerate() {
+            trie.insert(&route.filter, id);
+        }
+        Ok(Router {
+            routes,
+            trie,
+            topics: config.topics.clone(),
+            dead_letter_topic: config.dead_letter.topic.clone(),
+            max_payload: usize::try_from(config.mqtt.max_payload.0).unwrap_or(usize::MAX),
+            next_partition: AtomicU32::new(0),
+        })
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// Partition count of a log topic.
+    pub fn partitions(&self, topic: &str) -> u32 {
+        self.topics.get(topic).partitions
+    }
+
+    /// The broker subscriptions: each distinct filter once at the highest QoS its routes ask
+    /// (capped at 1, see DESIGN §5), leaving out filters another one already covers.
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        let mut subs: Vec<(Filter, Qos)> = Vec::new();
+        for route in &self.routes {
+            let qos = route.config.qos.min(Qos::AtLeastOnce);
+            let plain = Filter::parse(&route.filter.subscription())
+                .expect("a subscription of a valid filter is valid");
+            match subs.iter_mut().find(|(f, _)| *f == plain) {
+                Some((_, q)) => *q = (*q).max(qos),
+                None => subs.push((plain, qos)),
+            }
+        }
+        let covered = |i: usize| {
+            let (f, q) = &subs[i];
+            subs.iter()
+                .enumerate()
+                .any(|(j, (g, p))| j != i && p >= q && g.covers(f) && !(f.covers(g) && j > i))
+        };
+        (0..subs.len())
+            .filter(|&i| !covered(i))
+            .map(|i| Subscription {
+                filter: subs[i].0.subscription(),
+                qos: subs[i].1,
+            })
+            .collect()
+    }
+
+    /// The records `msg` becomes: one per matching route, in route order, dead letters
+    /// included. Empty when no route matches.
+    pub fn route(&self, msg: &Message) -> Vec<Record> {
+        let levels: Vec<&str> = msg.topic.split('/').collect();
+        let mut ids = Vec::new();
+        self.trie.matches(&levels, &mut ids);
+        let mut records = Vec::with_capacity(ids.len());
+        if msg.payload.len() > self.max_payload {
+            let why = format!("payload is {} bytes, over mqtt.max_payload ({} bytes); value cut to its first {DEAD_LETTER_TRUNCATE} bytes", msg.payload.len(), self.max_payload);
+            for &id in &ids {
+                records.push(self.dead_letter(
+                    msg,
+                    &self.routes[id],
+                    DeadLetterReason::PayloadTooLarge,
+                    &why,
+                ));
+            }
+            return records;
+        }
+        let mut json: Option<Result<serde_json::Value, String>> = None;
+        for &id in &ids {
+            let route = &self.routes[id];
+            let payload = if route.json {
+                match json.get_or_insert_with(|| {
+                    serde_json::from_slice(&msg.payload).map_err(|e| format!("invalid JSON: {e}"))
+                }) {
+                    Ok(value) => Some(&*value),
+                    Err(why) => {
+                        records.push(self.dead_letter(
+                            msg,
+                            route,
+                            DeadLetterReason::InvalidJson,
+                            why,
+                        ));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let ctx = Context {
+                topic: &msg.topic,
+                levels: &levels,
+                payload,
+            };
+            match self.record(msg, route, &ctx) {
+                Ok(record) => records.push(record),
+                Err((reason, why)) => records.push(self.dead_letter(msg, route, reason, &why)),
+            }
+        }
+        records
+    }
+
+    fn record(
+        &self,
+        msg: &Message,
+        route: &Route,
+        ctx: &Context<'_>,
+    ) -> Result<Record, (DeadLetterReason, String)> {
+        let missing = |e: template::RenderError| (DeadLetterReason::MissingField, e.to_string());
+        let topic = route.to.render_string(ctx).map_err(missing)?;
+        if route.to.as_literal().is_none() {
+            check_topic_name(&topic).map_err(|e| {
+                (
+                    DeadLetterReason::InvalidTopic,
+                    format!("route's to template made an illegal topic: {e}"),
+                )
+            })?;
+        }
+        let key = match &route.key {
+            Some(t) => Some(Bytes::from(t.render_string(ctx).map_err(missing)?)),
+            None => None,
+        };
+        let mut headers = base_headers(msg, route.headers.len());
+        for (name, t) in &route.headers {
+            headers.push(Header::new(
+                name.clone(),
+                t.render_string(ctx).map_err(missing)?,
+            ));
+        }
+        let partition = self.partition(&topic, key.as_deref());
+        Ok(Record {
+            route: route.name.clone(),
+            topic,
+            partition,
+            key,
+            value: msg.payload.clone(),
+            headers,
+            timestamp_ms: msg.received_at_ms,
+            dead_letter: None,
+        })
+    }
+
+    fn dead_letter(
+        &self,
+        msg: &Message,
+        route: &Route,
+        reason: DeadLetterReason,
+        why: &str,
+    ) -> Record {
+        let mut headers = base_headers(msg, 2);
+        headers.push(Header::new("error", why.to_string()));
+        headers.push(Header::new("route", route.name.to_string()));
+        let value = if reason == DeadLetterReason::PayloadTooLarge {
+            msg.payload
+                .slice(..DEAD_LETTER_TRUNCATE.min(msg.payload.len()))
+        } else {
+            msg.payload.clone()
+        };
+        Record {
+            route: route.name.clone(),
+            topic: self.dead_letter_topic.clone(),
+            partition: self.partition(&self.dead_letter_topic, None),
+            key: None,
+            value,
+            headers,
+            timestamp_ms: msg.received_at_ms,
+            dead_letter: Some(reason),
+        }
+    }
+
+    /// Kafka's default partitioner for keys; round-robin without one.
+    fn partition(&self, topic: &str, key: Option<&[u8]>) -> u32 {
+        let partitions = self.partitions(topic);
+        match key {
+            Some(key) => partition::partition_for_key(key, partitions),
+            None => self.next_partition.fetch_add(1, Ordering::Relaxed) % partitions,
+        }
+    }
+}
+
+/// The headers every record carries: `mqtt.topic`, `mqtt.qos`, `mqtt.retain`, the MQTT 5 user
+/// properties and `content-type`; `extra` reserves room for what follows.
+fn base_headers(msg: &Message, extra: usize) -> Vec<Header> {
+    let mut headers = Vec::with_capacity(3 + msg.user_properties.len() + 1 + extra);
+    headers.push(Header::new("mqtt.topic", msg.topic.clone()));
+    headers.push(Header::new(
+        "mqtt.qos",
+        Bytes::from_static(msg.qos.as_str().as_bytes()),
+    ));
+    headers.push(Header::new(
+        "mqtt.retain",
+        Bytes::from_static(if msg.retain { b"true" } else { b"false" }),
+    ));
+    for (k, v) in &msg.user_properties {
+        headers.push(Header::new(k.clone(), v.clone()));
+    }
+    if let Some(ct) = &msg.content_type {
+        headers.push(Header::new("content-type", ct.clone()));
+    }
+    headers
+}
