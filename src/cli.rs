@@ -107,7 +107,7 @@ pub fn record_json(record: &Record) -> Value {
     let headers: Map<String, Value> = record
         .headers
         .iter()
-        .map(|h| (h.key.clone(), json!(String::from_utf8_lossy(&h.value))))
+        .map(|h| (h.key.to_string(), json!(String::from_utf8_lossy(&h.value))))
         .collect();
     line.insert("headers".into(), Value::Object(headers));
     match std::str::from_utf8(&record.value) {

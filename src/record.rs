@@ -1,17 +1,19 @@
 //! `Record`: one entry bound for the log, as the router makes it and a sink appends it.
 
 use bytes::Bytes;
+use std::borrow::Cow;
 use std::sync::Arc;
 
-/// A record header: a name and raw bytes, as in Kafka.
+/// A record header: a name and raw bytes, as in Kafka. Fixed names (`mqtt.topic`) cost no
+/// allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    pub key: String,
+    pub key: Cow<'static, str>,
     pub value: Bytes,
 }
 
 impl Header {
-    pub fn new(key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn new(key: impl Into<Cow<'static, str>>, value: impl Into<Bytes>) -> Self {
         Header {
             key: key.into(),
             value: value.into(),

@@ -131,6 +131,20 @@ impl Filter {
         parts.join("/")
     }
 
+    /// The same filter without capture names: what the broker subscription matches.
+    pub fn plain(&self) -> Filter {
+        let levels = self
+            .levels
+            .iter()
+            .map(|l| match l {
+                Level::Literal(s) => Level::Literal(s.clone()),
+                Level::Single(_) => Level::Single(None),
+                Level::Multi(_) => Level::Multi(None),
+            })
+            .collect();
+        Filter { levels }
+    }
+
     /// Named captures in filter order.
     pub fn captures(&self) -> impl Iterator<Item = (&str, Capture)> {
         self.levels.iter().enumerate().filter_map(|(i, l)| match l {

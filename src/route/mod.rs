@@ -16,6 +16,7 @@ use crate::message::{Message, Qos};
 use crate::record::{check_topic_name, DeadLetterReason, Header, Record};
 use bytes::Bytes;
 use filter::Filter;
+use smallvec::SmallVec;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -183,7 +184,7 @@ impl Router {
         }
         let mut trie = FilterTrie::default();
         for (id, route) in routes.iter().enumerate() {
-            trie.insert(&route.filter, id);
+            trie.insert(&route.filter, id as u32);
         }
         Ok(Router {
             routes,
@@ -210,8 +211,7 @@ impl Router {
         let mut subs: Vec<(Filter, Qos)> = Vec::new();
         for route in &self.routes {
             let qos = route.config.qos.min(Qos::AtLeastOnce);
-            let plain = Filter::parse(&route.filter.subscription())
-                .expect("a subscription of a valid filter is valid");
+            let plain = route.filter.plain();
             match subs.iter_mut().find(|(f, _)| *f == plain) {
                 Some((_, q)) => *q = (*q).max(qos),
                 None => subs.push((plain, qos)),
@@ -235,16 +235,15 @@ impl Router {
     /// The records `msg` becomes: one per matching route, in route order, dead letters
     /// included. Empty when no route matches.
     pub fn route(&self, msg: &Message) -> Vec<Record> {
-        let levels: Vec<&str> = msg.topic.split('/').collect();
-        let mut ids = Vec::new();
-        self.trie.matches(&levels, &mut ids);
+        let levels: SmallVec<[&str; 8]> = msg.topic.split('/').collect();
+        let ids = self.trie.matches(&levels);
         let mut records = Vec::with_capacity(ids.len());
         if msg.payload.len() > self.max_payload {
             let why = format!("payload is {} bytes, over mqtt.max_payload ({} bytes); value cut to its first {DEAD_LETTER_TRUNCATE} bytes", msg.payload.len(), self.max_payload);
             for &id in &ids {
                 records.push(self.dead_letter(
                     msg,
-                    &self.routes[id],
+                    &self.routes[id as usize],
                     DeadLetterReason::PayloadTooLarge,
                     &why,
                 ));
@@ -253,7 +252,7 @@ impl Router {
         }
         let mut json: Option<Result<serde_json::Value, String>> = None;
         for &id in &ids {
-            let route = &self.routes[id];
+            let route = &self.routes[id as usize];
             let payload = if route.json {
                 match json.get_or_insert_with(|| {
                     serde_json::from_slice(&msg.payload).map_err(|e| format!("invalid JSON: {e}"))
@@ -383,4 +382,196 @@ fn base_headers(msg: &Message, extra: usize) -> Vec<Header> {
         headers.push(Header::new("content-type", ct.clone()));
     }
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_figment, ByteSize};
+    use figment::providers::{Format, Yaml};
+    use figment::Figment;
+
+    fn router(routes_yaml: &str) -> Router {
+        let yaml = format!("topics: {{ default: {{ partitions: 4 }}, telemetry: {{ partitions: 12 }} }}\nroutes:\n{routes_yaml}");
+        let config = load_figment("test.yaml", Figment::new().merge(Yaml::string(&yaml))).unwrap();
+        Router::new(&config).unwrap()
+    }
+
+    fn header<'r>(record: &'r Record, key: &str) -> Option<&'r str> {
+        record
+            .headers
+            .iter()
+            .find(|h| h.key == key)
+            .map(|h| std::str::from_utf8(&h.value).unwrap())
+    }
+
+    #[test]
+    fn one_record_per_matching_route_in_route_order() {
+        let r = router(
+            r##"
+  - { name: all, from: "#", to: everything }
+  - { name: tel, from: "devices/{device}/telemetry/{*rest}", to: telemetry, key: "{device}" }
+  - { name: none, from: "other/#", to: other }
+  - { name: dev, from: "devices/+/+/+", to: "dev.{topic.1}" }
+"##,
+        );
+        let records = r.route(&Message::new("devices/d1/telemetry/temp", "21.5"));
+        let names: Vec<&str> = records.iter().map(|r| &*r.route).collect();
+        assert_eq!(names, ["all", "tel", "dev"]);
+        let tel = &records[1];
+        assert_eq!(tel.topic, "telemetry");
+        assert_eq!(tel.key.as_deref(), Some(&b"d1"[..]));
+        assert_eq!(tel.partition, partition::partition_for_key(b"d1", 12));
+        assert_eq!(tel.value, "21.5");
+        assert_eq!(records[2].topic, "dev.d1");
+        assert_eq!(
+            r.route(&Message::new("nothing/here", "x")).len(),
+            1,
+            "only '#' matches"
+        );
+        assert!(records.iter().all(|r| r.dead_letter.is_none()));
+    }
+
+    #[test]
+    fn headers_in_documented_order() {
+        let r = router(
+            r##"  - { name: t, from: "d/{id}", to: t, headers: { b: "{id}", a: "{payload.site}" } }"##,
+        );
+        let mut msg = Message::new("d/x", r##"{"site":"s1"}"##);
+        msg.qos = Qos::AtMostOnce;
+        msg.retain = true;
+        msg.user_properties = vec![("unit".into(), "C".into()), ("unit".into(), "K".into())];
+        msg.content_type = Some("application/json".into());
+        msg.received_at_ms = 1_700_000_000_123;
+        let records = r.route(&msg);
+        assert_eq!(records.len(), 1);
+        let headers: Vec<(&str, &str)> = records[0]
+            .headers
+            .iter()
+            .map(|h| (&*h.key, std::str::from_utf8(&h.value).unwrap()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("mqtt.topic", "d/x"),
+                ("mqtt.qos", "0"),
+                ("mqtt.retain", "true"),
+                ("unit", "C"),
+                ("unit", "K"),
+                ("content-type", "application/json"),
+                ("a", "s1"),
+                ("b", "x"),
+            ]
+        );
+        assert_eq!(records[0].timestamp_ms, 1_700_000_000_123);
+    }
+
+    #[test]
+    fn dead_letters_carry_error_and_route() {
+        let r = router(
+            r##"
+  - { name: j, from: "j/#", to: t, format: json }
+  - { name: field, from: "f/#", to: t, key: "{payload.id}" }
+  - { name: raw, from: "j/#", to: raw }
+  - { name: dyn, from: "x/{name}", to: "t.{name}" }
+  - { name: lvl, from: "l/#", to: "t{topic.3}" }
+"##,
+        );
+        let records = r.route(&Message::new("j/1", "not json"));
+        assert_eq!(records.len(), 2, "the raw route still gets its record");
+        assert_eq!(records[0].topic, "tributary.dead-letter");
+        assert_eq!(records[0].dead_letter, Some(DeadLetterReason::InvalidJson));
+        assert!(
+            header(&records[0], "error")
+                .unwrap()
+                .starts_with("invalid JSON: expected ident"),
+            "{:?}",
+            header(&records[0], "error")
+        );
+        assert_eq!(header(&records[0], "route"), Some("j"));
+        assert_eq!(header(&records[0], "mqtt.topic"), Some("j/1"));
+        assert_eq!(records[0].value, "not json");
+        assert_eq!(records[1].topic, "raw");
+
+        let records = r.route(&Message::new("f/1", r##"{"other":1}"##));
+        assert_eq!(records[0].dead_letter, Some(DeadLetterReason::MissingField));
+        assert_eq!(
+            header(&records[0], "error"),
+            Some("payload has no field id")
+        );
+
+        let records = r.route(&Message::new("x/a b", "v"));
+        assert_eq!(records[0].dead_letter, Some(DeadLetterReason::InvalidTopic));
+        assert!(header(&records[0], "error").unwrap().contains("has ' '"));
+
+        let records = r.route(&Message::new("l/1", "v"));
+        assert_eq!(records[0].dead_letter, Some(DeadLetterReason::MissingField));
+        assert_eq!(
+            header(&records[0], "error"),
+            Some("topic \"l/1\" has no level 3")
+        );
+        assert_eq!(r.route(&Message::new("l/1/2/3", "v"))[0].topic, "t3");
+    }
+
+    #[test]
+    fn oversized_payload_is_cut_and_dead_lettered() {
+        let yaml = "mqtt: { max_payload: 2KiB }\nroutes: [{ name: a, from: \"#\", to: t }, { name: b, from: \"x\", to: u }]";
+        let config = load_figment("t.yaml", Figment::new().merge(Yaml::string(yaml))).unwrap();
+        assert_eq!(config.mqtt.max_payload, ByteSize::kib(2));
+        let r = Router::new(&config).unwrap();
+        let big = vec![7u8; 2049];
+        let records = r.route(&Message::new("x", big.clone()));
+        assert_eq!(records.len(), 2, "one dead letter per matching route");
+        for (record, route) in records.iter().zip(["a", "b"]) {
+            assert_eq!(record.dead_letter, Some(DeadLetterReason::PayloadTooLarge));
+            assert_eq!(record.value.len(), DEAD_LETTER_TRUNCATE);
+            assert_eq!(header(record, "route"), Some(route));
+            assert!(header(record, "error")
+                .unwrap()
+                .starts_with("payload is 2049 bytes, over mqtt.max_payload (2048 bytes)"));
+        }
+        assert_eq!(r.route(&Message::new("x", vec![7u8; 2048])).len(), 2);
+        assert!(r
+            .route(&Message::new("x", vec![7u8; 2048]))
+            .iter()
+            .all(|r| r.dead_letter.is_none()));
+    }
+
+    #[test]
+    fn unkeyed_records_round_robin() {
+        let r = router(r##"  - { name: t, from: "#", to: other }"##);
+        let partitions: Vec<u32> = (0..8)
+            .map(|_| r.route(&Message::new("a", "v"))[0].partition)
+            .collect();
+        assert_eq!(partitions, [0, 1, 2, 3, 0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn subscriptions_are_deduplicated_and_covered_filters_dropped() {
+        let r = router(
+            r##"
+  - { name: a, from: "devices/{device}/telemetry", to: t, qos: 0 }
+  - { name: b, from: "devices/+/telemetry", to: t, qos: 1 }
+  - { name: c, from: "devices/{id}/#", to: t, qos: 1 }
+  - { name: d, from: "devices/x/status", to: t, qos: 2 }
+  - { name: e, from: "$SYS/#", to: t, qos: 0 }
+  - { name: f, from: "alerts/{*all}", to: t, qos: 0 }
+  - { name: g, from: "alerts/high", to: t, qos: 1 }
+"##,
+        );
+        let subs: Vec<(String, u8)> = r
+            .subscriptions()
+            .into_iter()
+            .map(|s| (s.filter, s.qos.into()))
+            .collect();
+        assert_eq!(
+            subs,
+            [
+                ("devices/+/#".to_string(), 1),
+                ("$SYS/#".to_string(), 0),
+                ("alerts/#".to_string(), 0),
+                ("alerts/high".to_string(), 1),
+            ]
+        );
+    }
 }
