@@ -12,8 +12,7 @@ use tributary::route::Router;
 
 /// `n` routes, one per site: `site{i}/{device}/telemetry/{*rest}` -> telemetry, keyed by device.
 fn config(n: usize) -> Config {
-    let mut config = Config::default();
-    config.routes = (0..n)
+    let routes = (0..n)
         .map(|i| RouteConfig {
             name: Some(format!("site{i}")),
             from: format!("site{i}/{{device}}/telemetry/{{*rest}}"),
@@ -24,7 +23,10 @@ fn config(n: usize) -> Config {
             headers: Default::default(),
         })
         .collect();
-    config
+    Config {
+        routes,
+        ..Config::default()
+    }
 }
 
 /// 4-level topics spread over the sites and 1,000 devices, 100-byte payloads.
@@ -77,7 +79,7 @@ fn main() {
         );
         let spread = rate(Duration::from_millis(500), |m| router.route(m).len(), &msgs);
         // Baseline: a linear scan testing every filter, as a regex-per-route router would.
-        let filters: Vec<Filter> = router.routes().iter().map(|r| r.filter.clone()).collect();
+        let filters: Vec<Filter> = router.routes().iter().map(|r| r.filter().clone()).collect();
         let scan_msgs = &msgs[..msgs.len().min(200_000 / n.max(1))];
         let naive = rate(
             Duration::from_millis(300),

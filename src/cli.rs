@@ -49,15 +49,11 @@ pub fn check_report(file: &str, config: &Config, router: &Router) -> String {
     };
     let _ = writeln!(out, "routes:");
     for route in router.routes() {
-        let c = &route.config;
-        let partitions = match router
-            .routes()
-            .iter()
-            .find(|r| r.name == route.name)
-            .map(|r| r.config.to.as_str())
-        {
-            Some(to) if !to.contains('{') => format!(" ({} partitions)", router.partitions(to)),
-            _ => String::new(),
+        let c = route.config();
+        // A templated `to` has no one partition count to show.
+        let partitions = match c.to.contains('{') {
+            false => format!(" ({} partitions)", router.partitions(&c.to)),
+            true => String::new(),
         };
         let _ = write!(out, "  {}: {} -> {}{partitions}", route.name, c.from, c.to);
         if let Some(key) = &c.key {

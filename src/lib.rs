@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod log;
 pub mod message;
 pub mod record;
 pub mod route;

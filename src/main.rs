@@ -75,7 +75,13 @@ fn main() -> ExitCode {
             topic,
             payload,
             payload_file,
-        } => route(&config, topic, payload, payload_file),
+        } => {
+            if let Err(e) = tributary::route::filter::check_topic(&topic) {
+                eprintln!("error: topic {topic:?}: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            route(&config, topic, payload, payload_file)
+        }
         Command::Run => not_yet("run", "the MQTT ingress and pipeline"),
         Command::Topics | Command::Consume { .. } => {
             not_yet("topics and consume", "the embedded log")

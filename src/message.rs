@@ -1,11 +1,11 @@
 //! `Message`: one MQTT PUBLISH as the ingress hands it to the router.
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 /// MQTT quality of service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "u8", into = "u8")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(into = "u8")]
 pub enum Qos {
     AtMostOnce = 0,
     AtLeastOnce = 1,
@@ -23,9 +23,9 @@ impl Qos {
     }
 }
 
-impl TryFrom<u8> for Qos {
+impl TryFrom<u64> for Qos {
     type Error = String;
-    fn try_from(value: u8) -> Result<Self, Self::Error> {
+    fn try_from(value: u64) -> Result<Self, Self::Error> {
         match value {
             0 => Ok(Qos::AtMostOnce),
             1 => Ok(Qos::AtLeastOnce),

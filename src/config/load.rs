@@ -5,7 +5,7 @@ use super::{
     validate, Config, DeadLetterConfig, EmbeddedConfig, HttpConfig, KafkaConfig, LogConfig,
     MqttConfig, RetentionConfig, RouteConfig, TlsConfig, TopicConfig,
 };
-use figment::providers::{Env, Format, Yaml};
+use figment::providers::{Format, Serialized, Yaml};
 use figment::Figment;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -56,30 +56,51 @@ fn render_issues(file: &str, issues: &[Issue]) -> String {
 
 /// Where a key's value came from: its environment variable when one is set, else the file.
 fn origin(file: &str, path: &str) -> String {
-    if !path.is_empty() && !path.contains('[') {
-        let var = format!("{ENV_PREFIX}{}", path.replace('.', "__").to_uppercase());
-        if std::env::var_os(&var).is_some() {
-            return format!("environment {var}");
-        }
-    }
-    file.to_string()
+    std::env::vars()
+        .find(|(name, _)| env_key(name).as_deref() == Some(path))
+        .map_or_else(
+            || file.to_string(),
+            |(name, _)| format!("environment {name}"),
+        )
+}
+
+/// The config key a variable sets: `TRIBUTARY_MQTT__URL` sets `mqtt.url`.
+fn env_key(name: &str) -> Option<String> {
+    let key = name.strip_prefix(ENV_PREFIX)?;
+    Some(key.split("__").collect::<Vec<_>>().join(".").to_lowercase())
 }
 
 /// Loads and validates `path` merged with `TRIBUTARY_*` environment variables.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
+    let unreadable = |reason: String| ConfigError::Unreadable {
+        file: file.clone(),
+        reason,
+    };
     if !path.is_file() {
-        return Err(ConfigError::Unreadable {
-            file,
-            reason:
-                "no such file; pass --config FILE, or start from the bridge.yaml in the repository"
-                    .into(),
-        });
+        return Err(unreadable(
+            "no such file; pass --config FILE, or start from the bridge.yaml in the repository"
+                .into(),
+        ));
     }
-    let figment = Figment::new()
-        .merge(Yaml::file_exact(path))
-        .merge(Env::prefixed(ENV_PREFIX).split("__"));
-    load_figment(&file, figment)
+    let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+    // figment keeps the last of two equal keys; serde_yaml's own mapping refuses duplicates.
+    serde_yaml::from_str::<serde_yaml::Value>(&text).map_err(|e| unreadable(e.to_string()))?;
+    load_figment(
+        &file,
+        with_env(Figment::new().merge(Yaml::string(&text)), std::env::vars()),
+    )
+}
+
+/// Merges `TRIBUTARY_A__B=v` variables over `figment` as key `a.b`, each value as its exact
+/// text: fields parse it (figment's own `Env` would turn `007` into the number 7).
+pub fn with_env(mut figment: Figment, vars: impl IntoIterator<Item = (String, String)>) -> Figment {
+    for (name, value) in vars {
+        if let Some(key) = env_key(&name) {
+            figment = figment.merge(Serialized::default(&key, value));
+        }
+    }
+    figment
 }
 
 /// Validates the configuration `figment` holds; `file` names it in messages.

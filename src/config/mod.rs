@@ -7,7 +7,7 @@ mod load;
 mod units;
 mod validate;
 
-pub use load::{load, load_figment, ConfigError, Issue, ENV_PREFIX};
+pub use load::{load, load_figment, with_env, ConfigError, Issue, ENV_PREFIX};
 pub use units::{ByteSize, HumanDuration};
 pub use validate::MqttEndpoint;
 
@@ -34,10 +34,13 @@ pub struct MqttConfig {
     pub url: String,
     #[serde(deserialize_with = "scalar::string")]
     pub client_id: String,
+    #[serde(deserialize_with = "scalar::via_number")]
     pub version: MqttVersion,
+    #[serde(deserialize_with = "scalar::boolean")]
     pub clean_start: bool,
     pub session_expiry: HumanDuration,
     pub keep_alive: HumanDuration,
+    #[serde(deserialize_with = "scalar::via_number")]
     pub max_inflight: u32,
     pub max_payload: ByteSize,
     #[serde(deserialize_with = "scalar::opt_string")]
@@ -78,17 +81,17 @@ impl MqttConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "u8", into = "u8")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "u8")]
 pub enum MqttVersion {
     /// MQTT 3.1.1
     V3,
     V5,
 }
 
-impl TryFrom<u8> for MqttVersion {
+impl TryFrom<u64> for MqttVersion {
     type Error = String;
-    fn try_from(v: u8) -> Result<Self, String> {
+    fn try_from(v: u64) -> Result<Self, String> {
         match v {
             3 | 4 => Ok(MqttVersion::V3),
             5 => Ok(MqttVersion::V5),
@@ -194,6 +197,7 @@ impl Default for RetentionConfig {
 #[serde(default)]
 pub struct KafkaConfig {
     pub bootstrap_servers: String,
+    #[serde(deserialize_with = "scalar::boolean")]
     pub create_topics: bool,
     /// Passed to librdkafka as they are.
     #[serde(deserialize_with = "scalar::string_map")]
@@ -245,6 +249,7 @@ impl<'de> Deserialize<'de> for TopicsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TopicConfig {
+    #[serde(deserialize_with = "scalar::via_number")]
     pub partitions: u32,
 }
 
@@ -260,7 +265,7 @@ pub struct RouteConfig {
     #[serde(default, deserialize_with = "scalar::opt_string")]
     pub name: Option<String>,
     pub from: String,
-    #[serde(default = "default_qos")]
+    #[serde(default = "default_qos", deserialize_with = "scalar::via_number")]
     pub qos: Qos,
     pub to: String,
     #[serde(default, deserialize_with = "scalar::opt_string")]
@@ -313,12 +318,40 @@ impl Default for HttpConfig {
     }
 }
 
-/// Lenient string fields: environment variables arrive typed (`TRIBUTARY_MQTT__PASSWORD=1234`
-/// is a number to figment), and YAML turns `key: 42` into a number too.
+/// Scalars written either way: environment variables are always text (`"2048"`), and YAML
+/// reads `client_id: 42` as a number.
 mod scalar {
     use serde::{de::Error, Deserialize, Deserializer};
     use serde_json::Value;
     use std::collections::BTreeMap;
+    use std::fmt::Display;
+
+    /// A whole number, given as a number or as its text, converted to `T` (`u32`, `Qos`, ...).
+    pub fn via_number<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64>,
+        T::Error: Display,
+    {
+        let n = match Value::deserialize(d)? {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+        .ok_or_else(|| D::Error::custom("expected a whole number"))?;
+        T::try_from(n).map_err(|e| D::Error::custom(e.to_string()))
+    }
+
+    pub fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Bool(b) => Ok(b),
+            Value::String(s) if s.trim() == "true" => Ok(true),
+            Value::String(s) if s.trim() == "false" => Ok(false),
+            other => Err(D::Error::custom(format!(
+                "expected true or false, found {other}"
+            ))),
+        }
+    }
 
     fn text<E: Error>(v: Value) -> Result<String, E> {
         match v {

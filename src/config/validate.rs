@@ -1,6 +1,6 @@
 //! Checks that need more than types: ranges, URLs, files, names, and the routes themselves.
 
-use super::{Backend, Config, FsyncPolicy, Issue, MqttVersion};
+use super::{Backend, ByteSize, Config, FsyncPolicy, Issue, MqttVersion};
 use crate::record::check_topic_name;
 use crate::route::compile_routes;
 use std::time::Duration;
@@ -62,14 +62,12 @@ fn mqtt(config: &Config, issues: &mut Vec<Issue>) {
             format!("{} is out of range; use 1 to 65535", m.max_inflight),
         );
     }
-    const MQTT_MAX_PACKET: u64 = 268_435_455;
-    if m.max_payload.0 == 0 || m.max_payload.0 > MQTT_MAX_PACKET {
+    // A record must fit one log batch, with room for its headers.
+    let max_payload = ByteSize(crate::log::batch::MAX_BATCH_LEN as u64 / 2);
+    if m.max_payload.0 == 0 || m.max_payload > max_payload {
         push(
             "max_payload",
-            format!(
-                "{} is out of range; use 1B to 255MiB (MQTT's largest packet)",
-                m.max_payload
-            ),
+            format!("{} is out of range; use 1B to {max_payload}", m.max_payload),
         );
     }
     if let Some(group) = &m.shared_group {

@@ -225,6 +225,22 @@ impl Filter {
     }
 }
 
+/// Checks a topic name as a publisher may send it: non-empty, no wildcards, no NUL.
+pub fn check_topic(topic: &str) -> Result<(), String> {
+    if topic.is_empty() {
+        return Err("an MQTT topic name has at least one character".into());
+    }
+    if topic.len() > MAX_FILTER_BYTES {
+        return Err("topic is longer than MQTT's 65535 bytes".into());
+    }
+    if let Some(c) = topic.chars().find(|c| matches!(c, '+' | '#' | '\0')) {
+        return Err(format!(
+            "{c:?} cannot appear in a topic name (only in filters)"
+        ));
+    }
+    Ok(())
+}
+
 /// The value of a capture in a topic already split into `levels` (slices of `topic`).
 pub fn capture_value<'t>(topic: &'t str, levels: &[&'t str], capture: Capture) -> &'t str {
     match levels.get(capture.level) {
@@ -312,6 +328,15 @@ mod tests {
         for (filter, topic, expected) in cases {
             let f = Filter::parse(filter).unwrap();
             assert_eq!(f.matches(topic), expected, "{filter} vs {topic:?}");
+        }
+    }
+
+    #[test]
+    fn topic_names() {
+        assert_eq!(check_topic("a//b"), Ok(()));
+        assert_eq!(check_topic("$SYS/x"), Ok(()));
+        for bad in ["", "a/+", "a/#", "a\0"] {
+            assert!(check_topic(bad).is_err(), "{bad:?}");
         }
     }
 
