@@ -1,0 +1,204 @@
+//! The writer task of one partition: takes appends, writes them at once, and group-commits:
+//! one fsync covers every append written before it started, and an append is answered only
+//! when it is durable under the fsync policy. While an fsync runs, new appends keep being
+//! written; they wait for the next one.
+
+use super::partition::{PartitionShared, PartitionWriter, SyncPoint};
+use super::{LogError, Offset};
+use crate::config::FsyncPolicy;
+use crate::message::now_ms;
+use crate::record::Record;
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Appends waiting for the writer; beyond this, `append` waits (backpressure).
+const QUEUE: usize = 1024;
+/// Appends merged into one batch stop growing it past about this many bytes.
+const MERGE_BYTES: usize = 1 << 20;
+
+type Reply = oneshot::Sender<Result<Range<Offset>, LogError>>;
+
+struct Append {
+    records: Vec<Record>,
+    reply: Reply,
+}
+
+/// How a partition's writer makes appends durable.
+#[derive(Debug, Clone, Copy)]
+pub struct Durability {
+    pub fsync: FsyncPolicy,
+    /// The least time between fsyncs under `interval`.
+    pub interval: Duration,
+    /// How often retention runs.
+    pub retention_check: Duration,
+}
+
+/// A handle for appending to one partition; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PartitionHandle {
+    tx: mpsc::Sender<Append>,
+    pub shared: Arc<PartitionShared>,
+}
+
+impl PartitionHandle {
+    /// Appends `records` in order; resolves with their offsets once they are durable.
+    pub async fn append(&self, records: Vec<Record>) -> Result<Range<Offset>, LogError> {
+        let (reply, answer) = oneshot::channel();
+        let closed = || LogError::Closed(format!("{}/{}", self.shared.topic, self.shared.partition));
+        self.tx.send(Append { records, reply }).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+}
+
+/// Starts the writer task of `writer`. It runs until every handle is dropped, then fsyncs
+/// and closes.
+pub fn spawn(writer: PartitionWriter, durability: Durability) -> (PartitionHandle, JoinHandle<Result<(), LogError>>) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let handle = PartitionHandle { tx, shared: writer.shared.clone() };
+    (handle, tokio::spawn(run(writer, rx, durability)))
+}
+
+async fn run(mut writer: PartitionWriter, mut rx: mpsc::Receiver<Append>, durability: Durability) -> Result<(), LogError> {
+    let interval = match durability.fsync {
+        FsyncPolicy::Always => Duration::ZERO,
+        _ => durability.interval,
+    };
+    // Written appends waiting to be durable: (end offset, reply).
+    let mut waiting: VecDeque<(u64, Range<u64>, Reply)> = VecDeque::new();
+    let mut syncing: Option<(SyncPoint, JoinHandle<Result<(), LogError>>)> = None;
+    let mut last_sync = Instant::now() - interval;
+    let mut retention = tokio::time::interval(durability.retention_check);
+    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut open = true;
+    let mut failure: Option<LogError> = None;
+    loop {
+        let want_sync = durability.fsync != FsyncPolicy::Never && syncing.is_none() && writer.unsynced();
+        if !open && !want_sync && syncing.is_none() {
+            break;
+        }
+        tokio::select! {
+            done = async { (&mut syncing.as_mut().expect("guarded").1).await }, if syncing.is_some() => {
+                let (point, _) = syncing.take().expect("guarded");
+                match done.unwrap_or_else(|e| Err(LogError::Closed(format!("fsync task: {e}")))) {
+                    Ok(()) => {
+                        let end = writer.publish(&point);
+                        while waiting.front().is_some_and(|(last, _, _)| *last <= end) {
+                            let (_, range, reply) = waiting.pop_front().expect("checked");
+                            let _ = reply.send(Ok(Offset(range.start)..Offset(range.end)));
+                        }
+                    }
+                    Err(e) => {
+                        // After a failed fsync the page cache cannot be trusted (it may have
+                        // dropped the dirty pages): nothing more is acknowledged from here on.
+                        tracing::error!(topic = %writer.shared.topic, partition = writer.shared.partition, error = %e, "fsync failed; the partition stops taking appends");
+                        for (_, _, reply) in waiting.drain(..) {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                        failure = Some(e);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(last_sync + interval), if want_sync => {
+                let point = writer.sync_point();
+                let job = point.clone();
+                last_sync = Instant::now();
+                syncing = Some((point, tokio::task::spawn_blocking(move || job.sync())));
+            }
+            first = rx.recv(), if open => {
+                let Some(first) = first else {
+                    open = false;
+                    continue;
+                };
+                let mut group = vec![first];
+                let mut bytes = group[0].records.iter().map(record_size).sum::<usize>();
+                while bytes < MERGE_BYTES {
+                    match rx.try_recv() {
+                        Ok(next) => {
+                            bytes += next.records.iter().map(record_size).sum::<usize>();
+                            group.push(next);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if let Some(e) = &failure {
+                    for a in group {
+                        let _ = a.reply.send(Err(e.clone()));
+                    }
+                    continue;
+                }
+                for (range, reply) in write_group(&mut writer, group) {
+                    match range {
+                        Ok(range) if durability.fsync == FsyncPolicy::Never || range.is_empty() => {
+                            let _ = reply.send(Ok(Offset(range.start)..Offset(range.end)));
+                        }
+                        Ok(range) => waiting.push_back((range.end, range, reply)),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                if durability.fsync == FsyncPolicy::Never {
+                    writer.publish(&writer.sync_point());
+                }
+            }
+            _ = retention.tick() => {
+                if let Err(e) = writer.enforce_retention(now_ms()) {
+                    tracing::warn!(topic = %writer.shared.topic, partition = writer.shared.partition, error = %e, "retention failed");
+                }
+            }
+        }
+    }
+    if durability.fsync == FsyncPolicy::Never {
+        let point = writer.sync_point();
+        tokio::task::spawn_blocking(move || point.sync()).await.map_err(|e| LogError::Closed(e.to_string()))??;
+    }
+    writer.close()?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Writes a group of appends, merging them into as few batches as possible; one result per
+/// append, in order.
+fn write_group(writer: &mut PartitionWriter, group: Vec<Append>) -> Vec<(Result<Range<u64>, LogError>, Reply)> {
+    let counts: Vec<usize> = group.iter().map(|a| a.records.len()).collect();
+    let merged = writer.append(group.iter().flat_map(|a| a.records.iter()));
+    let mut out = Vec::with_capacity(group.len());
+    match merged {
+        Ok(range) => {
+            let mut start = range.start;
+            for (a, n) in group.into_iter().zip(counts) {
+                out.push((Ok(start..start + n as u64), a.reply));
+                start += n as u64;
+            }
+        }
+        // Too large together, or nothing to write: each on its own.
+        Err(_) if group.len() > 1 => {
+            for a in group {
+                let result = if a.records.is_empty() { Ok(writer_end(writer)..writer_end(writer)) } else { writer.append(a.records.iter()) };
+                out.push((result, a.reply));
+            }
+        }
+        Err(e) => {
+            for a in group {
+                let result = if a.records.is_empty() { Ok(writer_end(writer)..writer_end(writer)) } else { Err(e.clone()) };
+                out.push((result, a.reply));
+            }
+        }
+    }
+    out
+}
+
+fn writer_end(writer: &PartitionWriter) -> u64 {
+    writer.sync_point().next_offset
+}
+
+fn record_size(r: &Record) -> usize {
+    r.value.len() + r.key.as_ref().map_or(0, |k| k.len()) + r.headers.iter().map(|h| h.key.len() + h.value.len()).sum::<usize>() + 32
+}
