@@ -5,7 +5,9 @@
 //! - [`message`]: a received MQTT message, as the router sees it.
 //! - [`route`]: filters, templates and partitioning: `Message` -> `Record`s (pure).
 //! - [`record`]: a record bound for the log.
-//! - [`cli`]: what the `check` and `route` commands print.
+//! - [`log`]: the embedded log: segments, indexes, recovery, group commit, group offsets.
+//! - [`sink`]: the `Sink` trait the pipeline appends through, and its implementations.
+//! - [`cli`]: what the commands print.
 
 pub mod cli;
 pub mod config;
@@ -13,3 +15,4 @@ pub mod log;
 pub mod message;
 pub mod record;
 pub mod route;
+pub mod sink;

@@ -35,7 +35,10 @@ fn record(i: u64) -> Record {
 }
 
 /// Every record of a partition from `from`, decoded.
-fn read_all(p: &tributary::log::partition::PartitionShared, from: u64) -> Vec<batch::DecodedRecord> {
+fn read_all(
+    p: &tributary::log::partition::PartitionShared,
+    from: u64,
+) -> Vec<batch::DecodedRecord> {
     let mut out = Vec::new();
     let mut offset = Offset(from);
     loop {
@@ -58,7 +61,11 @@ fn read_all(p: &tributary::log::partition::PartitionShared, from: u64) -> Vec<ba
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_read_back_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    for fsync in [FsyncPolicy::Always, FsyncPolicy::Interval, FsyncPolicy::Never] {
+    for fsync in [
+        FsyncPolicy::Always,
+        FsyncPolicy::Interval,
+        FsyncPolicy::Never,
+    ] {
         let _ = std::fs::remove_dir_all(dir.path());
         let log = Arc::new(Log::open(options(dir.path(), fsync)).await.unwrap());
         let mut tasks = Vec::new();
@@ -68,7 +75,10 @@ async fn appends_read_back_after_restart() {
                 let mut got = Vec::new();
                 for i in 0..250u64 {
                     let n = w * 1000 + i;
-                    let r = log.append("t", (w % 2) as u32, vec![record(n)]).await.unwrap();
+                    let r = log
+                        .append("t", (w % 2) as u32, vec![record(n)])
+                        .await
+                        .unwrap();
                     assert_eq!(r.end.0, r.start.0 + 1);
                     got.push((r.start, n));
                 }
@@ -102,10 +112,16 @@ async fn appends_read_back_after_restart() {
                 assert_eq!(r.timestamp_ms, expected.timestamp_ms);
                 assert_eq!(r.headers[0].key, "n");
             }
-            let ro = LogReader::open(dir.path()).unwrap().partition("t", p).unwrap();
+            let ro = LogReader::open(dir.path())
+                .unwrap()
+                .partition("t", p)
+                .unwrap();
             assert_eq!(read_all(&ro, 0).len(), 500);
         }
-        let segments = std::fs::read_dir(dir.path().join("t/0")).unwrap().filter(|e| e.as_ref().unwrap().path().extension() == Some("log".as_ref())).count();
+        let segments = std::fs::read_dir(dir.path().join("t/0"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("log".as_ref()))
+            .count();
         assert!(segments >= 3, "segments rolled: {segments}");
         log.close().await.unwrap();
     }
@@ -114,8 +130,16 @@ async fn appends_read_back_after_restart() {
 #[tokio::test]
 async fn second_writer_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(options(dir.path(), FsyncPolicy::Always)).await.unwrap();
-    let err = Log::open(options(dir.path(), FsyncPolicy::Always)).await.unwrap_err();
-    assert!(err.to_string().contains("another process is writing to this log"), "{err}");
+    let log = Log::open(options(dir.path(), FsyncPolicy::Always))
+        .await
+        .unwrap();
+    let err = Log::open(options(dir.path(), FsyncPolicy::Always))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("another process is writing to this log"),
+        "{err}"
+    );
     log.close().await.unwrap();
 }

@@ -68,7 +68,12 @@ impl SparseIndex {
     /// Reads both index files of a segment whose log holds `log_len` valid bytes, checking
     /// that they hold up: whole entries, increasing offsets and positions inside the log.
     /// `Err` says why they cannot be trusted; the caller rebuilds them from the log.
-    pub fn load(index: &Path, time_index: &Path, base: u64, log_len: u64) -> Result<SparseIndex, String> {
+    pub fn load(
+        index: &Path,
+        time_index: &Path,
+        base: u64,
+        log_len: u64,
+    ) -> Result<SparseIndex, String> {
         let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
         let (offsets, times) = (read(index)?, read(time_index)?);
         if offsets.len() % OFFSET_ENTRY_LEN != 0 || times.len() % TIME_ENTRY_LEN != 0 {
@@ -78,19 +83,39 @@ impl SparseIndex {
         for chunk in offsets.chunks_exact(OFFSET_ENTRY_LEN) {
             let rel = u32::from_be_bytes(chunk[..4].try_into().unwrap_or_default());
             let position = u32::from_be_bytes(chunk[4..].try_into().unwrap_or_default());
-            let e = OffsetEntry { offset: base + u64::from(rel), position };
-            if u64::from(position) >= log_len || idx.offsets.last().is_some_and(|l| l.offset >= e.offset || l.position >= position) {
-                return Err(format!("offset entry {e:?} out of order or past the log's {log_len} bytes"));
+            let e = OffsetEntry {
+                offset: base + u64::from(rel),
+                position,
+            };
+            if u64::from(position) >= log_len
+                || idx
+                    .offsets
+                    .last()
+                    .is_some_and(|l| l.offset >= e.offset || l.position >= position)
+            {
+                return Err(format!(
+                    "offset entry {e:?} out of order or past the log's {log_len} bytes"
+                ));
             }
             idx.offsets.push(e);
         }
         for chunk in times.chunks_exact(TIME_ENTRY_LEN) {
             let timestamp = i64::from_be_bytes(chunk[..8].try_into().unwrap_or_default());
             let rel = u32::from_be_bytes(chunk[8..].try_into().unwrap_or_default());
-            let e = TimeEntry { timestamp, offset: base + u64::from(rel) };
+            let e = TimeEntry {
+                timestamp,
+                offset: base + u64::from(rel),
+            };
             let last_offset = idx.offsets.last().map_or(base, |l| l.offset);
-            if e.offset > last_offset || idx.times.last().is_some_and(|l| l.timestamp > e.timestamp || l.offset >= e.offset) {
-                return Err(format!("time entry {e:?} out of order or past the offset index"));
+            if e.offset > last_offset
+                || idx
+                    .times
+                    .last()
+                    .is_some_and(|l| l.timestamp > e.timestamp || l.offset >= e.offset)
+            {
+                return Err(format!(
+                    "time entry {e:?} out of order or past the offset index"
+                ));
             }
             idx.times.push(e);
         }
@@ -119,12 +144,24 @@ mod tests {
     fn sample() -> SparseIndex {
         SparseIndex {
             offsets: vec![
-                OffsetEntry { offset: 109, position: 4100 },
-                OffsetEntry { offset: 250, position: 8300 },
+                OffsetEntry {
+                    offset: 109,
+                    position: 4100,
+                },
+                OffsetEntry {
+                    offset: 250,
+                    position: 8300,
+                },
             ],
             times: vec![
-                TimeEntry { timestamp: 1000, offset: 109 },
-                TimeEntry { timestamp: 2000, offset: 250 },
+                TimeEntry {
+                    timestamp: 1000,
+                    offset: 109,
+                },
+                TimeEntry {
+                    timestamp: 2000,
+                    offset: 250,
+                },
             ],
         }
     }
@@ -136,7 +173,11 @@ mod tests {
         assert_eq!(idx.lookup(109).map(|e| e.position), Some(4100));
         assert_eq!(idx.lookup(249).map(|e| e.position), Some(4100));
         assert_eq!(idx.lookup(1_000).map(|e| e.position), Some(8300));
-        assert_eq!(idx.lookup_time(1000), None, "records at 1000 may sit before offset 109");
+        assert_eq!(
+            idx.lookup_time(1000),
+            None,
+            "records at 1000 may sit before offset 109"
+        );
         assert_eq!(idx.lookup_time(1001).map(|e| e.offset), Some(109));
         assert_eq!(idx.lookup_time(5000).map(|e| e.offset), Some(250));
     }
@@ -149,16 +190,25 @@ mod tests {
         std::fs::write(&i, idx.encode_offsets(100)).unwrap();
         std::fs::write(&t, idx.encode_times(100)).unwrap();
         assert_eq!(SparseIndex::load(&i, &t, 100, 9000), Ok(idx.clone()));
-        assert!(SparseIndex::load(&i, &t, 100, 8300).is_err(), "entry past the log's end");
+        assert!(
+            SparseIndex::load(&i, &t, 100, 8300).is_err(),
+            "entry past the log's end"
+        );
         let mut bytes = idx.encode_offsets(100);
         bytes.pop();
         std::fs::write(&i, &bytes).unwrap();
-        assert_eq!(SparseIndex::load(&i, &t, 100, 9000), Err("partial entry".into()));
+        assert_eq!(
+            SparseIndex::load(&i, &t, 100, 9000),
+            Err("partial entry".into())
+        );
         let mut swapped = idx.clone();
         swapped.offsets.swap(0, 1);
         std::fs::write(&i, swapped.encode_offsets(100)).unwrap();
         assert!(SparseIndex::load(&i, &t, 100, 9000).is_err());
         std::fs::remove_file(&i).unwrap();
-        assert!(SparseIndex::load(&i, &t, 100, 9000).is_err(), "missing file");
+        assert!(
+            SparseIndex::load(&i, &t, 100, 9000).is_err(),
+            "missing file"
+        );
     }
 }

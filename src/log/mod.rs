@@ -43,7 +43,9 @@ use tokio::task::JoinHandle;
 use writer::{Durability, PartitionHandle};
 
 /// A position in a partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Offset(pub u64);
 
 impl fmt::Display for Offset {
@@ -55,15 +57,34 @@ impl fmt::Display for Offset {
 #[derive(Debug, Clone, Error)]
 pub enum LogError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: Arc<io::Error> },
+    Io {
+        path: PathBuf,
+        source: Arc<io::Error>,
+    },
     #[error("{path}: corrupt data at byte {position}: {reason}")]
-    Corrupt { path: PathBuf, position: u64, reason: String },
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
     #[error("{dir}: another process is writing to this log (it holds {dir}/@lock); one `tributary run` per log directory")]
     Locked { dir: PathBuf },
-    #[error("{topic}/{partition}: offset {offset} is out of range; the log holds {start} to {end}")]
-    OffsetOutOfRange { topic: String, partition: u32, offset: Offset, start: Offset, end: Offset },
+    #[error(
+        "{topic}/{partition}: offset {offset} is out of range; the log holds {start} to {end}"
+    )]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        offset: Offset,
+        start: Offset,
+        end: Offset,
+    },
     #[error("topic {topic} has {partitions} partitions; there is no partition {partition}")]
-    NoSuchPartition { topic: String, partition: u32, partitions: u32 },
+    NoSuchPartition {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
     #[error("no topic {0} in the log")]
     UnknownTopic(String),
     #[error("{0}")]
@@ -76,13 +97,18 @@ pub enum LogError {
 
 impl LogError {
     pub fn io(path: &Path, e: io::Error) -> LogError {
-        LogError::Io { path: path.to_path_buf(), source: Arc::new(e) }
+        LogError::Io {
+            path: path.to_path_buf(),
+            source: Arc::new(e),
+        }
     }
 }
 
 /// Makes a directory's entries (new or renamed files) durable.
 pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LogError::io(dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io(dir, e))
 }
 
 /// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, fsync the directory.
@@ -91,7 +117,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
     let mut f = File::create(&tmp).map_err(|e| LogError::io(&tmp, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| LogError::io(&tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| LogError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| LogError::io(path, e))?;
     sync_dir(dir)
 }
@@ -124,11 +152,19 @@ impl LogOptions {
     }
 
     fn writer(&self) -> WriterOptions {
-        WriterOptions { segment_bytes: self.segment_bytes, retention_time: self.retention_time, retention_bytes: self.retention_bytes }
+        WriterOptions {
+            segment_bytes: self.segment_bytes,
+            retention_time: self.retention_time,
+            retention_bytes: self.retention_bytes,
+        }
     }
 
     fn durability(&self) -> Durability {
-        Durability { fsync: self.fsync, interval: self.fsync_interval, retention_check: self.retention_check }
+        Durability {
+            fsync: self.fsync,
+            interval: self.fsync_interval,
+            retention_check: self.retention_check,
+        }
     }
 }
 
@@ -174,10 +210,17 @@ impl Log {
         let dir = &options.dir;
         std::fs::create_dir_all(dir).map_err(|e| LogError::io(dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| LogError::io(&lock_path, e))?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| LogError::io(&lock_path, e))?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(LogError::Locked { dir: dir.clone() }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LogError::Locked { dir: dir.clone() })
+            }
             Err(std::fs::TryLockError::Error(e)) => return Err(LogError::io(&lock_path, e)),
         }
         let clean_path = dir.join(CLEAN_FILE);
@@ -187,14 +230,24 @@ impl Log {
             std::fs::remove_file(&clean_path).map_err(|e| LogError::io(&clean_path, e))?;
             sync_dir(dir)?;
         }
-        let log = Log { options: options.clone(), topics: RwLock::new(HashMap::new()), tasks: Mutex::new(Vec::new()), _lock: lock };
+        let log = Log {
+            options: options.clone(),
+            topics: RwLock::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            _lock: lock,
+        };
         for (topic, meta) in read_topics(dir)? {
             log.start_topic(&topic, meta.partitions, clean)?;
         }
         Ok(log)
     }
 
-    fn start_topic(&self, topic: &str, partitions: u32, clean: bool) -> Result<Arc<[PartitionHandle]>, LogError> {
+    fn start_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+        clean: bool,
+    ) -> Result<Arc<[PartitionHandle]>, LogError> {
         let name: Arc<str> = topic.into();
         let mut handles = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
@@ -202,24 +255,40 @@ impl Log {
             let writer = PartitionWriter::open(name.clone(), p, dir, clean, self.options.writer())?;
             let (handle, task) = writer::spawn(writer, self.options.durability());
             handles.push(handle);
-            self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+            self.tasks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(task);
         }
         let handles: Arc<[PartitionHandle]> = handles.into();
-        self.topics.write().unwrap_or_else(|e| e.into_inner()).insert(topic.to_string(), handles.clone());
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(topic.to_string(), handles.clone());
         Ok(handles)
     }
 
     /// The partitions of `topic`, creating the topic (with its configured partition count,
     /// fixed from then on) when it does not exist yet.
     fn topic(&self, topic: &str) -> Result<Arc<[PartitionHandle]>, LogError> {
-        if let Some(t) = self.topics.read().unwrap_or_else(|e| e.into_inner()).get(topic) {
+        if let Some(t) = self
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+        {
             return Ok(t.clone());
         }
         check_topic_name(topic).map_err(LogError::InvalidTopic)?;
         // Creation is rare; serialise it under the write lock's shadow.
         static CREATE: Mutex<()> = Mutex::new(());
         let _guard = CREATE.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = self.topics.read().unwrap_or_else(|e| e.into_inner()).get(topic) {
+        if let Some(t) = self
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+        {
             return Ok(t.clone());
         }
         let partitions = self.options.topics.get(topic).partitions;
@@ -233,42 +302,67 @@ impl Log {
     }
 
     /// Appends `records` to one partition; resolves with their offsets once durable.
-    pub async fn append(&self, topic: &str, partition: u32, records: Vec<Record>) -> Result<Range<Offset>, LogError> {
+    pub async fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+    ) -> Result<Range<Offset>, LogError> {
         let partitions = self.topic(topic)?;
-        let handle = partitions.get(partition as usize).ok_or_else(|| LogError::NoSuchPartition {
-            topic: topic.to_string(),
-            partition,
-            partitions: partitions.len() as u32,
-        })?;
+        let handle =
+            partitions
+                .get(partition as usize)
+                .ok_or_else(|| LogError::NoSuchPartition {
+                    topic: topic.to_string(),
+                    partition,
+                    partitions: partitions.len() as u32,
+                })?;
         handle.append(records).await
     }
 
     /// Partition counts of the topics on disk: these win over the config, which only sets the
     /// count of topics still to be created.
     pub fn partition_counts(&self) -> BTreeMap<String, u32> {
-        self.topics.read().unwrap_or_else(|e| e.into_inner()).iter().map(|(t, p)| (t.clone(), p.len() as u32)).collect()
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(t, p)| (t.clone(), p.len() as u32))
+            .collect()
     }
 
     /// The read side of a partition.
     pub fn partition(&self, topic: &str, partition: u32) -> Option<Arc<PartitionShared>> {
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-        topics.get(topic)?.get(partition as usize).map(|h| h.shared.clone())
+        topics
+            .get(topic)?
+            .get(partition as usize)
+            .map(|h| h.shared.clone())
     }
 
     /// Every topic and its partitions' extents.
     pub fn topics(&self) -> BTreeMap<String, Vec<PartitionInfo>> {
         let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
-        topics.iter().map(|(t, ps)| (t.clone(), ps.iter().map(|h| info(&h.shared)).collect())).collect()
+        topics
+            .iter()
+            .map(|(t, ps)| (t.clone(), ps.iter().map(|h| info(&h.shared)).collect()))
+            .collect()
     }
 
     /// Stops the writers once every append in flight is durable, closes the files and marks the
     /// shutdown clean.
     pub async fn close(self) -> Result<(), LogError> {
-        self.topics.write().unwrap_or_else(|e| e.into_inner()).clear();
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         let mut result = Ok(());
         for task in tasks {
-            let r = task.await.map_err(|e| LogError::Closed(e.to_string())).and_then(|r| r);
+            let r = task
+                .await
+                .map_err(|e| LogError::Closed(e.to_string()))
+                .and_then(|r| r);
             if let Err(e) = r {
                 result = Err(e);
             }
@@ -281,7 +375,12 @@ impl Log {
 }
 
 fn info(p: &PartitionShared) -> PartitionInfo {
-    PartitionInfo { partition: p.partition, start: p.start_offset(), end: p.end_offset(), bytes: p.size_bytes() }
+    PartitionInfo {
+        partition: p.partition,
+        start: p.start_offset(),
+        end: p.end_offset(),
+        bytes: p.size_bytes(),
+    }
 }
 
 /// The topics in a log directory with their metadata.
@@ -300,7 +399,11 @@ fn read_topics(dir: &Path) -> Result<BTreeMap<String, TopicMeta>, LogError> {
             continue;
         }
         let bytes = std::fs::read(&meta_path).map_err(|e| LogError::io(&meta_path, e))?;
-        let meta: TopicMeta = serde_json::from_slice(&bytes).map_err(|e| LogError::Corrupt { path: meta_path.clone(), position: 0, reason: e.to_string() })?;
+        let meta: TopicMeta = serde_json::from_slice(&bytes).map_err(|e| LogError::Corrupt {
+            path: meta_path.clone(),
+            position: 0,
+            reason: e.to_string(),
+        })?;
         topics.insert(name, meta);
     }
     Ok(topics)
@@ -317,10 +420,22 @@ pub struct LogReader {
 impl LogReader {
     pub fn open(dir: &Path) -> Result<LogReader, LogError> {
         if !dir.is_dir() {
-            return Err(LogError::io(dir, io::Error::new(io::ErrorKind::NotFound, "no log directory here (has `tributary run` written anything yet?)")));
+            return Err(LogError::io(
+                dir,
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "no log directory here (has `tributary run` written anything yet?)",
+                ),
+            ));
         }
-        let topics = read_topics(dir)?.into_iter().map(|(t, m)| (t, m.partitions)).collect();
-        Ok(LogReader { dir: dir.to_path_buf(), topics })
+        let topics = read_topics(dir)?
+            .into_iter()
+            .map(|(t, m)| (t, m.partitions))
+            .collect();
+        Ok(LogReader {
+            dir: dir.to_path_buf(),
+            topics,
+        })
     }
 
     /// Topic names and partition counts.
@@ -330,18 +445,31 @@ impl LogReader {
 
     /// Opens one partition as it is on disk now; open it again to see what was added since.
     pub fn partition(&self, topic: &str, partition: u32) -> Result<PartitionShared, LogError> {
-        let partitions = *self.topics.get(topic).ok_or_else(|| LogError::UnknownTopic(topic.to_string()))?;
+        let partitions = *self
+            .topics
+            .get(topic)
+            .ok_or_else(|| LogError::UnknownTopic(topic.to_string()))?;
         if partition >= partitions {
-            return Err(LogError::NoSuchPartition { topic: topic.to_string(), partition, partitions });
+            return Err(LogError::NoSuchPartition {
+                topic: topic.to_string(),
+                partition,
+                partitions,
+            });
         }
-        PartitionShared::open_read_only(topic.into(), partition, partition_dir(&self.dir, topic, partition))
+        PartitionShared::open_read_only(
+            topic.into(),
+            partition,
+            partition_dir(&self.dir, topic, partition),
+        )
     }
 
     /// Every topic and its partitions' extents.
     pub fn topics(&self) -> Result<BTreeMap<String, Vec<PartitionInfo>>, LogError> {
         let mut out = BTreeMap::new();
         for (topic, &n) in &self.topics {
-            let infos = (0..n).map(|p| self.partition(topic, p).map(|s| info(&s))).collect::<Result<_, _>>()?;
+            let infos = (0..n)
+                .map(|p| self.partition(topic, p).map(|s| info(&s)))
+                .collect::<Result<_, _>>()?;
             out.insert(topic.clone(), infos);
         }
         Ok(out)

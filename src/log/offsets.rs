@@ -356,7 +356,7 @@ impl GroupOffsets {
     fn with_group_lock<R>(&self, group: &str, f: impl FnOnce() -> R) -> R {
         let group_lock = Arc::clone(lock(&self.writing).entry(group.to_owned()).or_default());
         let result = {
-            let _ = lock(&group_lock);
+            let _guard = lock(&group_lock);
             f()
         };
         let mut writing = lock(&self.writing);

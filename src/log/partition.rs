@@ -26,7 +26,13 @@ pub struct PartitionShared {
 impl PartitionShared {
     fn new(topic: Arc<str>, partition: u32, dir: PathBuf, segments: Vec<Arc<SegmentData>>) -> Self {
         let end = segments.last().map_or(0, |s| s.next_offset());
-        PartitionShared { topic, partition, dir, segments: RwLock::new(segments), end: watch::Sender::new(end) }
+        PartitionShared {
+            topic,
+            partition,
+            dir,
+            segments: RwLock::new(segments),
+            end: watch::Sender::new(end),
+        }
     }
 
     /// Opens a partition for reading only: nothing on disk changes, and an incomplete last
@@ -40,7 +46,10 @@ impl PartitionShared {
     }
 
     fn segments(&self) -> Vec<Arc<SegmentData>> {
-        self.segments.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The earliest offset still in the log.
@@ -69,10 +78,18 @@ impl PartitionShared {
     pub fn read(&self, offset: Offset, max_bytes: usize) -> Result<Bytes, LogError> {
         let (start, end) = (self.start_offset(), self.end_offset());
         if offset < start || offset > end {
-            return Err(LogError::OffsetOutOfRange { topic: self.topic.to_string(), partition: self.partition, offset, start, end });
+            return Err(LogError::OffsetOutOfRange {
+                topic: self.topic.to_string(),
+                partition: self.partition,
+                offset,
+                start,
+                end,
+            });
         }
         let segments = self.segments();
-        let first = segments.partition_point(|s| s.base <= offset.0).saturating_sub(1);
+        let first = segments
+            .partition_point(|s| s.base <= offset.0)
+            .saturating_sub(1);
         for segment in &segments[first..] {
             if let Some(bytes) = segment.read(offset.0, max_bytes)? {
                 return Ok(bytes);
@@ -124,7 +141,13 @@ impl PartitionWriter {
     /// (`clean` false) the active segment is checked batch by batch and a torn or corrupt
     /// tail is cut off; sealed segments were fsynced when sealed and keep their indexes unless
     /// those do not hold up.
-    pub fn open(topic: Arc<str>, partition: u32, dir: PathBuf, clean: bool, options: WriterOptions) -> Result<Self, LogError> {
+    pub fn open(
+        topic: Arc<str>,
+        partition: u32,
+        dir: PathBuf,
+        clean: bool,
+        options: WriterOptions,
+    ) -> Result<Self, LogError> {
         std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
         let bases = list_segments(&dir)?;
         let mut segments = Vec::with_capacity(bases.len() + 1);
@@ -137,7 +160,10 @@ impl PartitionWriter {
                     return Err(LogError::Corrupt {
                         path: writer.data.path.clone(),
                         position: writer.len,
-                        reason: format!("segment ends at offset {}, but the next segment starts at {next}", writer.next_offset),
+                        reason: format!(
+                            "segment ends at offset {}, but the next segment starts at {next}",
+                            writer.next_offset
+                        ),
                     });
                 }
             }
@@ -156,19 +182,30 @@ impl PartitionWriter {
             }
         };
         let shared = Arc::new(PartitionShared::new(topic, partition, dir, segments));
-        Ok(PartitionWriter { shared, active, options, buf: Vec::new() })
+        Ok(PartitionWriter {
+            shared,
+            active,
+            options,
+            buf: Vec::new(),
+        })
     }
 
     /// Appends records as one batch (after rolling the segment if it is full): written, not
     /// yet durable. Returns the offsets given.
-    pub fn append<'a>(&mut self, records: impl Iterator<Item = &'a Record> + Clone) -> Result<Range<u64>, LogError> {
+    pub fn append<'a>(
+        &mut self,
+        records: impl Iterator<Item = &'a Record> + Clone,
+    ) -> Result<Range<u64>, LogError> {
         self.buf.clear();
         let base = self.active.next_offset;
-        let header = batch::encode(&mut self.buf, base as i64, records.clone()).map_err(|e| match e {
-            EncodeError::Empty => LogError::TooLarge("no records".into()),
-            other => LogError::TooLarge(other.to_string()),
-        })?;
-        if self.active.len > 0 && self.active.len + self.buf.len() as u64 > self.options.segment_bytes {
+        let header =
+            batch::encode(&mut self.buf, base as i64, records.clone()).map_err(|e| match e {
+                EncodeError::Empty => LogError::TooLarge("no records".into()),
+                other => LogError::TooLarge(other.to_string()),
+            })?;
+        if self.active.len > 0
+            && self.active.len + self.buf.len() as u64 > self.options.segment_bytes
+        {
             self.roll()?;
         }
         let buf = std::mem::take(&mut self.buf);
@@ -181,12 +218,18 @@ impl PartitionWriter {
     /// Seals the active segment (fsynced whole, with its indexes) and starts a new one.
     fn roll(&mut self) -> Result<(), LogError> {
         let old = &self.active;
-        old.data.sync().map_err(|e| LogError::io(&old.data.path, e))?;
+        old.data
+            .sync()
+            .map_err(|e| LogError::io(&old.data.path, e))?;
         old.sync_indexes()?;
         old.data.publish(old.len, old.next_offset);
         let next = SegmentWriter::create(&self.shared.dir, old.next_offset)?;
         sync_dir(&self.shared.dir)?;
-        self.shared.segments.write().unwrap_or_else(|e| e.into_inner()).push(next.data.clone());
+        self.shared
+            .segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(next.data.clone());
         self.active = next;
         self.shared.notify(self.active.next_offset);
         Ok(())
@@ -200,7 +243,11 @@ impl PartitionWriter {
     /// What an fsync started now would make durable: the active segment, its length and end
     /// offset at this moment.
     pub fn sync_point(&self) -> SyncPoint {
-        SyncPoint { segment: self.active.data.clone(), len: self.active.len, next_offset: self.active.next_offset }
+        SyncPoint {
+            segment: self.active.data.clone(),
+            len: self.active.len,
+            next_offset: self.active.next_offset,
+        }
     }
 
     /// Makes what `point` covers visible to readers; returns the new durable end offset.
@@ -222,11 +269,17 @@ impl PartitionWriter {
         let segments = self.shared.segments();
         let sealed = &segments[..segments.len() - 1];
         let mut total: u64 = segments.iter().map(|s| s.durable_len()).sum();
-        let cutoff = self.options.retention_time.map(|t| now_ms.saturating_sub(t.as_millis() as i64));
+        let cutoff = self
+            .options
+            .retention_time
+            .map(|t| now_ms.saturating_sub(t.as_millis() as i64));
         let mut doomed = 0;
         for segment in sealed {
             let too_old = cutoff.is_some_and(|c| segment.max_timestamp() < c);
-            let too_big = self.options.retention_bytes.is_some_and(|limit| total.saturating_sub(segment.durable_len()) >= limit);
+            let too_big = self
+                .options
+                .retention_bytes
+                .is_some_and(|limit| total.saturating_sub(segment.durable_len()) >= limit);
             if !(too_old || too_big) {
                 break;
             }
@@ -236,10 +289,18 @@ impl PartitionWriter {
         if doomed == 0 {
             return Ok(0);
         }
-        self.shared.segments.write().unwrap_or_else(|e| e.into_inner()).drain(..doomed);
+        self.shared
+            .segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..doomed);
         for segment in &sealed[..doomed] {
             // Readers holding the segment keep reading the unlinked file until they let go.
-            for path in [segment.path.clone(), super::segment::index_path(&self.shared.dir, segment.base), super::segment::time_index_path(&self.shared.dir, segment.base)] {
+            for path in [
+                segment.path.clone(),
+                super::segment::index_path(&self.shared.dir, segment.base),
+                super::segment::time_index_path(&self.shared.dir, segment.base),
+            ] {
                 if let Err(e) = std::fs::remove_file(&path) {
                     if e.kind() != std::io::ErrorKind::NotFound {
                         return Err(LogError::io(&path, e));
@@ -262,7 +323,9 @@ pub struct SyncPoint {
 
 impl SyncPoint {
     pub fn sync(&self) -> Result<(), LogError> {
-        self.segment.sync().map_err(|e| LogError::io(&self.segment.path, e))
+        self.segment
+            .sync()
+            .map_err(|e| LogError::io(&self.segment.path, e))
     }
 }
 

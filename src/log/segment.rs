@@ -5,7 +5,9 @@
 //! handle on the active segment.
 
 use super::batch::{self, BatchError, BatchHeader, HEADER_LEN, MAX_BATCH_LEN};
-use super::index::{offset_entry_bytes, time_entry_bytes, OffsetEntry, SparseIndex, TimeEntry, INDEX_INTERVAL_BYTES};
+use super::index::{
+    offset_entry_bytes, time_entry_bytes, OffsetEntry, SparseIndex, TimeEntry, INDEX_INTERVAL_BYTES,
+};
 use super::LogError;
 use bytes::{Bytes, BytesMut};
 use std::fs::{File, OpenOptions};
@@ -34,7 +36,10 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, LogError> {
     for entry in std::fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
         let name = entry.map_err(|e| LogError::io(dir, e))?.file_name();
         let name = name.to_string_lossy();
-        if let Some(base) = name.strip_suffix(".log").and_then(|b| b.parse::<u64>().ok()) {
+        if let Some(base) = name
+            .strip_suffix(".log")
+            .and_then(|b| b.parse::<u64>().ok())
+        {
             bases.push(base);
         }
     }
@@ -97,7 +102,13 @@ impl SegmentData {
         let path = log_path(dir, base);
         let file = File::open(&path).map_err(|e| LogError::io(&path, e))?;
         let file_len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
-        let index = SparseIndex::load(&index_path(dir, base), &time_index_path(dir, base), base, file_len).unwrap_or_default();
+        let index = SparseIndex::load(
+            &index_path(dir, base),
+            &time_index_path(dir, base),
+            base,
+            file_len,
+        )
+        .unwrap_or_default();
         let data = SegmentData::new(base, path, file, index);
         let (start, next) = data.index_start();
         let mut end = data.scan(start, next, |_, _| {})?;
@@ -105,8 +116,13 @@ impl SegmentData {
             // The indexed batch itself does not read back: trust nothing, walk from the start.
             end = data.scan(0, base, |_, _| {})?;
         }
-        let max_ts = data.index.read().map(|i| i.times.last().map_or(i64::MIN, |t| t.timestamp)).unwrap_or(i64::MIN);
-        data.max_timestamp.store(max_ts.max(end.max_timestamp), Ordering::Release);
+        let max_ts = data
+            .index
+            .read()
+            .map(|i| i.times.last().map_or(i64::MIN, |t| t.timestamp))
+            .unwrap_or(i64::MIN);
+        data.max_timestamp
+            .store(max_ts.max(end.max_timestamp), Ordering::Release);
         data.publish(end.len, end.next_offset);
         Ok(data)
     }
@@ -138,24 +154,42 @@ impl SegmentData {
     /// Walks the batches from `start` to the end of the file, checking each (length, CRC, and
     /// that offsets follow on from `expect`, unless it is `u64::MAX`), and calls `each` with
     /// every valid batch and its position. Stops at the first incomplete or invalid batch.
-    pub fn scan(&self, start: u64, mut expect: u64, mut each: impl FnMut(&BatchHeader, u64)) -> Result<ScanEnd, LogError> {
-        let file_len = self.file.metadata().map_err(|e| LogError::io(&self.path, e))?.len();
+    pub fn scan(
+        &self,
+        start: u64,
+        mut expect: u64,
+        mut each: impl FnMut(&BatchHeader, u64),
+    ) -> Result<ScanEnd, LogError> {
+        let file_len = self
+            .file
+            .metadata()
+            .map_err(|e| LogError::io(&self.path, e))?
+            .len();
         let mut buf = vec![0u8; SCAN_CHUNK];
         let mut pos = start;
-        let mut next_offset = if expect == u64::MAX { self.base } else { expect };
+        let mut next_offset = if expect == u64::MAX {
+            self.base
+        } else {
+            expect
+        };
         let mut max_timestamp = i64::MIN;
         let stopped = 'scan: loop {
             let want = (file_len - pos).min(buf.len() as u64) as usize;
             if want == 0 {
                 break None;
             }
-            self.file.read_exact_at(&mut buf[..want], pos).map_err(|e| LogError::io(&self.path, e))?;
+            self.file
+                .read_exact_at(&mut buf[..want], pos)
+                .map_err(|e| LogError::io(&self.path, e))?;
             let mut batches = batch::batches(&buf[..want]);
             for item in &mut batches {
                 match item {
                     Ok((h, _)) => {
                         if expect != u64::MAX && h.base_offset as u64 != expect {
-                            let why = format!("batch at position {} has offset {}, expected {expect}", pos, h.base_offset);
+                            let why = format!(
+                                "batch at position {} has offset {}, expected {expect}",
+                                pos, h.base_offset
+                            );
                             break 'scan Some(BatchError::Corrupt(why));
                         }
                         each(&h, pos);
@@ -164,7 +198,9 @@ impl SegmentData {
                         next_offset = expect;
                         max_timestamp = max_timestamp.max(h.max_timestamp);
                     }
-                    Err(BatchError::Incomplete { needed, .. }) if pos + needed as u64 <= file_len => {
+                    Err(BatchError::Incomplete { needed, .. })
+                        if pos + needed as u64 <= file_len =>
+                    {
                         // The batch is whole in the file, only not in this chunk: read again
                         // from its start, with room for all of it.
                         if needed > buf.len() {
@@ -176,7 +212,12 @@ impl SegmentData {
                 }
             }
         };
-        Ok(ScanEnd { len: pos, next_offset, max_timestamp, stopped })
+        Ok(ScanEnd {
+            len: pos,
+            next_offset,
+            max_timestamp,
+            stopped,
+        })
     }
 
     /// Reads whole batches starting with the one that holds `offset`, at most `max_bytes`
@@ -188,23 +229,34 @@ impl SegmentData {
         if offset >= self.next_offset() {
             return Ok(None);
         }
-        let mut pos = self.index.read().unwrap_or_else(|e| e.into_inner()).lookup(offset).map_or(0, |e| u64::from(e.position));
+        let mut pos = self
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .lookup(offset)
+            .map_or(0, |e| u64::from(e.position));
         let mut header = [0u8; HEADER_LEN];
         // Skip the batches that end before `offset`.
         let first = loop {
             if pos + HEADER_LEN as u64 > limit {
                 return Ok(None);
             }
-            self.file.read_exact_at(&mut header, pos).map_err(|e| LogError::io(&self.path, e))?;
+            self.file
+                .read_exact_at(&mut header, pos)
+                .map_err(|e| LogError::io(&self.path, e))?;
             let h = BatchHeader::parse(&header).map_err(|e| self.corrupt(pos, e))?;
             if h.last_offset() as u64 >= offset {
                 break h;
             }
             pos += h.total_len() as u64;
         };
-        let len = (first.total_len() as u64).max(max_bytes as u64).min(limit - pos) as usize;
+        let len = (first.total_len() as u64)
+            .max(max_bytes as u64)
+            .min(limit - pos) as usize;
         let mut buf = BytesMut::zeroed(len);
-        self.file.read_exact_at(&mut buf, pos).map_err(|e| LogError::io(&self.path, e))?;
+        self.file
+            .read_exact_at(&mut buf, pos)
+            .map_err(|e| LogError::io(&self.path, e))?;
         let mut batches = batch::batches(&buf);
         let mut end = 0;
         for item in &mut batches {
@@ -227,7 +279,9 @@ impl SegmentData {
         }
         let from = {
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-            index.lookup_time(timestamp).map_or(self.base, |e| e.offset + 1)
+            index
+                .lookup_time(timestamp)
+                .map_or(self.base, |e| e.offset + 1)
         };
         let mut offset = from;
         while let Some(bytes) = self.read(offset, 0)? {
@@ -237,7 +291,10 @@ impl SegmentData {
             };
             if h.max_timestamp >= timestamp {
                 if let Ok(decoded) = batch::decode(whole) {
-                    let hit = decoded.records.iter().find(|r| r.offset as u64 >= from && r.timestamp_ms >= timestamp);
+                    let hit = decoded
+                        .records
+                        .iter()
+                        .find(|r| r.offset as u64 >= from && r.timestamp_ms >= timestamp);
                     if let Some(r) = hit {
                         return Ok(Some(r.offset as u64));
                     }
@@ -276,21 +333,51 @@ impl SegmentWriter {
     /// Creates an empty segment starting at `base`.
     pub fn create(dir: &Path, base: u64) -> Result<SegmentWriter, LogError> {
         let path = log_path(dir, base);
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(|e| LogError::io(&path, e))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| LogError::io(&path, e))?;
         let (index_file, time_file) = open_indexes(dir, base, true)?;
         let data = SegmentData::new(base, path, file, SparseIndex::default());
-        Ok(SegmentWriter { data: data.into(), len: 0, next_offset: base, since_index: 0, index_file, time_file })
+        Ok(SegmentWriter {
+            data: data.into(),
+            len: 0,
+            next_offset: base,
+            since_index: 0,
+            index_file,
+            time_file,
+        })
     }
 
     /// Opens an existing segment for writing. With `verify`, every batch is checked and a torn
     /// or corrupt tail is cut off, and the indexes are rebuilt; without it (after a clean
     /// shutdown, or a sealed segment) the indexes are trusted if they hold up, and only the
     /// batches after the last index entry are checked.
-    pub fn open(dir: &Path, base: u64, verify: bool) -> Result<(SegmentWriter, Option<ScanEnd>), LogError> {
+    pub fn open(
+        dir: &Path,
+        base: u64,
+        verify: bool,
+    ) -> Result<(SegmentWriter, Option<ScanEnd>), LogError> {
         let path = log_path(dir, base);
-        let file = OpenOptions::new().read(true).write(true).open(&path).map_err(|e| LogError::io(&path, e))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| LogError::io(&path, e))?;
         let file_len = file.metadata().map_err(|e| LogError::io(&path, e))?.len();
-        let loaded = if verify { None } else { SparseIndex::load(&index_path(dir, base), &time_index_path(dir, base), base, file_len).ok() };
+        let loaded = if verify {
+            None
+        } else {
+            SparseIndex::load(
+                &index_path(dir, base),
+                &time_index_path(dir, base),
+                base,
+                file_len,
+            )
+            .ok()
+        };
         let rebuild = loaded.is_none();
         let data = SegmentData::new(base, path, file, loaded.unwrap_or_default());
         let mut since_index = 0;
@@ -320,19 +407,39 @@ impl SegmentWriter {
         if end.len < file_len {
             // A torn or corrupt tail: only the complete, valid batches before it stay.
             tracing::warn!(path = %data.path.display(), valid = end.len, file_len, reason = ?end.stopped, "truncating segment tail");
-            data.file.set_len(end.len).map_err(|e| LogError::io(&data.path, e))?;
-            data.file.sync_all().map_err(|e| LogError::io(&data.path, e))?;
+            data.file
+                .set_len(end.len)
+                .map_err(|e| LogError::io(&data.path, e))?;
+            data.file
+                .sync_all()
+                .map_err(|e| LogError::io(&data.path, e))?;
         }
-        let index_max_ts = data.index.read().map(|i| i.times.last().map_or(i64::MIN, |t| t.timestamp)).unwrap_or(i64::MIN);
-        data.max_timestamp.store(index_max_ts.max(end.max_timestamp), Ordering::Release);
+        let index_max_ts = data
+            .index
+            .read()
+            .map(|i| i.times.last().map_or(i64::MIN, |t| t.timestamp))
+            .unwrap_or(i64::MIN);
+        data.max_timestamp
+            .store(index_max_ts.max(end.max_timestamp), Ordering::Release);
         data.publish(end.len, end.next_offset);
         let (mut index_file, mut time_file) = open_indexes(dir, base, rebuild)?;
         if rebuild {
             let index = data.index.read().unwrap_or_else(|e| e.into_inner());
-            index_file.write_all(&index.encode_offsets(base)).map_err(|e| LogError::io(&data.path, e))?;
-            time_file.write_all(&index.encode_times(base)).map_err(|e| LogError::io(&data.path, e))?;
+            index_file
+                .write_all(&index.encode_offsets(base))
+                .map_err(|e| LogError::io(&data.path, e))?;
+            time_file
+                .write_all(&index.encode_times(base))
+                .map_err(|e| LogError::io(&data.path, e))?;
         }
-        let writer = SegmentWriter { len: end.len, next_offset: end.next_offset, since_index, index_file, time_file, data: data.into() };
+        let writer = SegmentWriter {
+            len: end.len,
+            next_offset: end.next_offset,
+            since_index,
+            index_file,
+            time_file,
+            data: data.into(),
+        };
         Ok((writer, rebuild.then_some(end)))
     }
 
@@ -348,7 +455,10 @@ impl SegmentWriter {
         let position = self.len;
         self.len += bytes.len() as u64;
         self.next_offset = h.next_offset() as u64;
-        let max_ts = data.max_timestamp.fetch_max(h.max_timestamp, Ordering::AcqRel).max(h.max_timestamp);
+        let max_ts = data
+            .max_timestamp
+            .fetch_max(h.max_timestamp, Ordering::AcqRel)
+            .max(h.max_timestamp);
         self.since_index += bytes.len() as u64;
         if self.since_index >= INDEX_INTERVAL_BYTES {
             self.since_index = 0;
@@ -357,10 +467,14 @@ impl SegmentWriter {
             add_entries(&mut index, h, position, max_ts);
             // Index files are hints, rebuilt after a crash: written, not fsynced, here.
             for e in &index.offsets[offsets..] {
-                self.index_file.write_all(&offset_entry_bytes(data.base, *e)).map_err(|e| LogError::io(&data.path, e))?;
+                self.index_file
+                    .write_all(&offset_entry_bytes(data.base, *e))
+                    .map_err(|e| LogError::io(&data.path, e))?;
             }
             for e in &index.times[times..] {
-                self.time_file.write_all(&time_entry_bytes(data.base, *e)).map_err(|e| LogError::io(&data.path, e))?;
+                self.time_file
+                    .write_all(&time_entry_bytes(data.base, *e))
+                    .map_err(|e| LogError::io(&data.path, e))?;
             }
         }
         Ok(())
@@ -368,22 +482,41 @@ impl SegmentWriter {
 
     /// Fsyncs the index files: done when the segment is sealed or the log closes.
     pub fn sync_indexes(&self) -> Result<(), LogError> {
-        self.index_file.sync_data().map_err(|e| LogError::io(&self.data.path, e))?;
-        self.time_file.sync_data().map_err(|e| LogError::io(&self.data.path, e))
+        self.index_file
+            .sync_data()
+            .map_err(|e| LogError::io(&self.data.path, e))?;
+        self.time_file
+            .sync_data()
+            .map_err(|e| LogError::io(&self.data.path, e))
     }
 }
 
 fn add_entries(index: &mut SparseIndex, h: &BatchHeader, position: u64, max_ts: i64) {
     let offset = h.last_offset() as u64;
-    index.offsets.push(OffsetEntry { offset, position: position as u32 });
+    index.offsets.push(OffsetEntry {
+        offset,
+        position: position as u32,
+    });
     if index.times.last().is_none_or(|t| t.timestamp < max_ts) {
-        index.times.push(TimeEntry { timestamp: max_ts, offset });
+        index.times.push(TimeEntry {
+            timestamp: max_ts,
+            offset,
+        });
     }
 }
 
 fn open_indexes(dir: &Path, base: u64, truncate: bool) -> Result<(File, File), LogError> {
     let open = |p: PathBuf| {
-        OpenOptions::new().create(true).append(!truncate).write(true).truncate(truncate).open(&p).map_err(|e| LogError::io(&p, e))
+        OpenOptions::new()
+            .create(true)
+            .append(!truncate)
+            .write(true)
+            .truncate(truncate)
+            .open(&p)
+            .map_err(|e| LogError::io(&p, e))
     };
-    Ok((open(index_path(dir, base))?, open(time_index_path(dir, base))?))
+    Ok((
+        open(index_path(dir, base))?,
+        open(time_index_path(dir, base))?,
+    ))
 }

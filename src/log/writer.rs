@@ -49,21 +49,35 @@ impl PartitionHandle {
     /// Appends `records` in order; resolves with their offsets once they are durable.
     pub async fn append(&self, records: Vec<Record>) -> Result<Range<Offset>, LogError> {
         let (reply, answer) = oneshot::channel();
-        let closed = || LogError::Closed(format!("{}/{}", self.shared.topic, self.shared.partition));
-        self.tx.send(Append { records, reply }).await.map_err(|_| closed())?;
+        let closed =
+            || LogError::Closed(format!("{}/{}", self.shared.topic, self.shared.partition));
+        self.tx
+            .send(Append { records, reply })
+            .await
+            .map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
 }
 
 /// Starts the writer task of `writer`. It runs until every handle is dropped, then fsyncs
 /// and closes.
-pub fn spawn(writer: PartitionWriter, durability: Durability) -> (PartitionHandle, JoinHandle<Result<(), LogError>>) {
+pub fn spawn(
+    writer: PartitionWriter,
+    durability: Durability,
+) -> (PartitionHandle, JoinHandle<Result<(), LogError>>) {
     let (tx, rx) = mpsc::channel(QUEUE);
-    let handle = PartitionHandle { tx, shared: writer.shared.clone() };
+    let handle = PartitionHandle {
+        tx,
+        shared: writer.shared.clone(),
+    };
     (handle, tokio::spawn(run(writer, rx, durability)))
 }
 
-async fn run(mut writer: PartitionWriter, mut rx: mpsc::Receiver<Append>, durability: Durability) -> Result<(), LogError> {
+async fn run(
+    mut writer: PartitionWriter,
+    mut rx: mpsc::Receiver<Append>,
+    durability: Durability,
+) -> Result<(), LogError> {
     let interval = match durability.fsync {
         FsyncPolicy::Always => Duration::ZERO,
         _ => durability.interval,
@@ -77,7 +91,8 @@ async fn run(mut writer: PartitionWriter, mut rx: mpsc::Receiver<Append>, durabi
     let mut open = true;
     let mut failure: Option<LogError> = None;
     loop {
-        let want_sync = durability.fsync != FsyncPolicy::Never && syncing.is_none() && writer.unsynced();
+        let want_sync =
+            durability.fsync != FsyncPolicy::Never && syncing.is_none() && writer.unsynced();
         if !open && !want_sync && syncing.is_none() {
             break;
         }
@@ -155,7 +170,9 @@ async fn run(mut writer: PartitionWriter, mut rx: mpsc::Receiver<Append>, durabi
     }
     if durability.fsync == FsyncPolicy::Never {
         let point = writer.sync_point();
-        tokio::task::spawn_blocking(move || point.sync()).await.map_err(|e| LogError::Closed(e.to_string()))??;
+        tokio::task::spawn_blocking(move || point.sync())
+            .await
+            .map_err(|e| LogError::Closed(e.to_string()))??;
     }
     writer.close()?;
     match failure {
@@ -166,7 +183,10 @@ async fn run(mut writer: PartitionWriter, mut rx: mpsc::Receiver<Append>, durabi
 
 /// Writes a group of appends, merging them into as few batches as possible; one result per
 /// append, in order.
-fn write_group(writer: &mut PartitionWriter, group: Vec<Append>) -> Vec<(Result<Range<u64>, LogError>, Reply)> {
+fn write_group(
+    writer: &mut PartitionWriter,
+    group: Vec<Append>,
+) -> Vec<(Result<Range<u64>, LogError>, Reply)> {
     let counts: Vec<usize> = group.iter().map(|a| a.records.len()).collect();
     let merged = writer.append(group.iter().flat_map(|a| a.records.iter()));
     let mut out = Vec::with_capacity(group.len());
@@ -181,13 +201,21 @@ fn write_group(writer: &mut PartitionWriter, group: Vec<Append>) -> Vec<(Result<
         // Too large together, or nothing to write: each on its own.
         Err(_) if group.len() > 1 => {
             for a in group {
-                let result = if a.records.is_empty() { Ok(writer_end(writer)..writer_end(writer)) } else { writer.append(a.records.iter()) };
+                let result = if a.records.is_empty() {
+                    Ok(writer_end(writer)..writer_end(writer))
+                } else {
+                    writer.append(a.records.iter())
+                };
                 out.push((result, a.reply));
             }
         }
         Err(e) => {
             for a in group {
-                let result = if a.records.is_empty() { Ok(writer_end(writer)..writer_end(writer)) } else { Err(e.clone()) };
+                let result = if a.records.is_empty() {
+                    Ok(writer_end(writer)..writer_end(writer))
+                } else {
+                    Err(e.clone())
+                };
                 out.push((result, a.reply));
             }
         }
@@ -200,5 +228,11 @@ fn writer_end(writer: &PartitionWriter) -> u64 {
 }
 
 fn record_size(r: &Record) -> usize {
-    r.value.len() + r.key.as_ref().map_or(0, |k| k.len()) + r.headers.iter().map(|h| h.key.len() + h.value.len()).sum::<usize>() + 32
+    r.value.len()
+        + r.key.as_ref().map_or(0, |k| k.len())
+        + r.headers
+            .iter()
+            .map(|h| h.key.len() + h.value.len())
+            .sum::<usize>()
+        + 32
 }

@@ -1,0 +1,65 @@
+//! The embedded log as a sink.
+
+use super::{Sink, SinkError};
+use crate::log::{Log, Offset};
+use crate::record::Record;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedSink {
+    log: Arc<Log>,
+}
+
+impl EmbeddedSink {
+    pub fn new(log: Arc<Log>) -> Self {
+        EmbeddedSink { log }
+    }
+
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+}
+
+impl Sink for EmbeddedSink {
+    async fn append(&self, records: Vec<Record>) -> Result<Vec<Offset>, SinkError> {
+        let count = records.len();
+        // One append per partition, all in flight at once; order within a partition is kept.
+        let mut groups: BTreeMap<(String, u32), (Vec<usize>, Vec<Record>)> = BTreeMap::new();
+        for (i, r) in records.into_iter().enumerate() {
+            let group = groups.entry((r.topic.clone(), r.partition)).or_default();
+            group.0.push(i);
+            group.1.push(r);
+        }
+        let appends = groups
+            .into_iter()
+            .map(|((topic, partition), (positions, records))| {
+                let log = &self.log;
+                async move {
+                    log.append(&topic, partition, records)
+                        .await
+                        .map(|range| (positions, range))
+                }
+            });
+        let mut offsets = vec![Offset(0); count];
+        for result in futures::future::join_all(appends).await {
+            let (positions, range) = result?;
+            for (i, pos) in positions.into_iter().enumerate() {
+                offsets[pos] = Offset(range.start.0 + i as u64);
+            }
+        }
+        Ok(offsets)
+    }
+
+    async fn partition_counts(&self) -> Result<BTreeMap<String, u32>, SinkError> {
+        Ok(self.log.partition_counts())
+    }
+
+    async fn close(self) -> Result<(), SinkError> {
+        match Arc::try_unwrap(self.log) {
+            Ok(log) => Ok(log.close().await?),
+            // Another holder (the Kafka listener) closes it when it lets go.
+            Err(_) => Ok(()),
+        }
+    }
+}
