@@ -45,9 +45,9 @@ enum Command {
     Consume {
         #[arg(short, long)]
         topic: String,
-        /// earliest, latest, an offset, or an RFC 3339 time.
+        /// earliest, latest, an offset, or an RFC 3339 time (2026-11-25T10:00:00Z).
         #[arg(long, default_value = "earliest")]
-        from: String,
+        from: tributary::cli::consume::From,
         #[arg(long)]
         partition: Option<u32>,
         #[arg(long)]
@@ -83,12 +83,34 @@ fn main() -> ExitCode {
             route(&config, topic, payload, payload_file)
         }
         Command::Run => not_yet("run", "the MQTT ingress and pipeline"),
-        Command::Topics | Command::Consume { .. } => {
-            not_yet("topics and consume", "the embedded log")
-        }
+        Command::Topics => embedded_dir(&config)
+            .and_then(|dir| tributary::cli::consume::topics(dir, &mut std::io::stdout().lock())),
+        Command::Consume {
+            topic,
+            from,
+            partition,
+            limit,
+            follow,
+        } => embedded_dir(&config).and_then(|dir| {
+            let args = tributary::cli::consume::ConsumeArgs {
+                topic: &topic,
+                from,
+                partition,
+                limit,
+                follow,
+            };
+            tributary::cli::consume::consume(dir, &args, &mut std::io::stdout().lock())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`consume | head`) is the reader's choice, not a failure.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_RUNTIME)
@@ -143,6 +165,17 @@ fn route(
         println!("{}", tributary::cli::record_json(record));
     }
     Ok(())
+}
+
+/// The embedded log's directory; `topics` and `consume` read it directly.
+fn embedded_dir(config: &config::Config) -> anyhow::Result<&std::path::Path> {
+    match config.log.backend {
+        config::Backend::Embedded => Ok(&config.log.embedded.dir),
+        config::Backend::Kafka => anyhow::bail!(
+            "log.backend is kafka: read it with a Kafka client (kcat -L -b {})",
+            config.log.kafka.bootstrap_servers
+        ),
+    }
 }
 
 fn not_yet(what: &str, arrives_with: &str) -> anyhow::Result<()> {

@@ -56,10 +56,11 @@ impl fmt::Display for Offset {
 
 #[derive(Debug, Clone, Error)]
 pub enum LogError {
-    #[error("{path}: {source}")]
+    /// The I/O error is in the message, not the `source` chain, so it prints once.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: Arc<io::Error>,
+        error: Arc<io::Error>,
     },
     #[error("{path}: corrupt data at byte {position}: {reason}")]
     Corrupt {
@@ -99,7 +100,7 @@ impl LogError {
     pub fn io(path: &Path, e: io::Error) -> LogError {
         LogError::Io {
             path: path.to_path_buf(),
-            source: Arc::new(e),
+            error: Arc::new(e),
         }
     }
 }
@@ -424,7 +425,7 @@ impl LogReader {
                 dir,
                 io::Error::new(
                     io::ErrorKind::NotFound,
-                    "no log directory here (has `tributary run` written anything yet?)",
+                    "no log here yet; `tributary run` creates it",
                 ),
             ));
         }

@@ -1,10 +1,11 @@
-//! What the `check` and `route` commands print; `main.rs` only parses arguments.
+//! What the commands print; `main.rs` only parses arguments.
+
+pub mod consume;
 
 use crate::config::{Backend, Config, FsyncPolicy, MqttVersion};
 use crate::message::Qos;
 use crate::record::Record;
 use crate::route::Router;
-use base64::Engine;
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
 
@@ -106,12 +107,6 @@ pub fn record_json(record: &Record) -> Value {
         .map(|h| (h.key.to_string(), json!(String::from_utf8_lossy(&h.value))))
         .collect();
     line.insert("headers".into(), Value::Object(headers));
-    match std::str::from_utf8(&record.value) {
-        Ok(text) => line.insert("value".into(), json!(text)),
-        Err(_) => line.insert(
-            "value_b64".into(),
-            json!(base64::engine::general_purpose::STANDARD.encode(&record.value)),
-        ),
-    };
+    consume::insert_bytes(&mut line, "value", Some(&record.value));
     Value::Object(line)
 }
