@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::File;
+use std::future::Future;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -302,23 +303,23 @@ impl Log {
         self.start_topic(topic, partitions, true)
     }
 
-    /// Appends `records` to one partition; resolves with their offsets once durable.
-    pub async fn append(
+    /// Appends `records` to one partition: queued at once, in call order (creating the topic
+    /// if needed), and resolving with their offsets once durable.
+    pub fn append(
         &self,
         topic: &str,
         partition: u32,
         records: Vec<Record>,
-    ) -> Result<Range<Offset>, LogError> {
-        let partitions = self.topic(topic)?;
-        let handle =
-            partitions
-                .get(partition as usize)
-                .ok_or_else(|| LogError::NoSuchPartition {
-                    topic: topic.to_string(),
-                    partition,
-                    partitions: partitions.len() as u32,
-                })?;
-        handle.append(records).await
+    ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
+        let submitted = self.topic(topic).and_then(|partitions| {
+            let handle = partitions.get(partition as usize).ok_or_else(|| LogError::NoSuchPartition {
+                topic: topic.to_string(),
+                partition,
+                partitions: partitions.len() as u32,
+            })?;
+            Ok(handle.append(records))
+        });
+        async move { submitted?.await }
     }
 
     /// Partition counts of the topics on disk: these win over the config, which only sets the

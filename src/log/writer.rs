@@ -9,6 +9,7 @@ use crate::config::FsyncPolicy;
 use crate::message::now_ms;
 use crate::record::Record;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +17,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// Appends waiting for the writer; beyond this, `append` waits (backpressure).
-const QUEUE: usize = 1024;
 /// Appends merged into one batch stop growing it past about this many bytes.
 const MERGE_BYTES: usize = 1 << 20;
 
@@ -41,21 +40,24 @@ pub struct Durability {
 /// A handle for appending to one partition; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct PartitionHandle {
-    tx: mpsc::Sender<Append>,
+    /// Unbounded: an append is queued the moment it is made, which fixes its order. Callers
+    /// bound what is in flight (the pipeline by `mqtt.max_inflight`).
+    tx: mpsc::UnboundedSender<Append>,
     pub shared: Arc<PartitionShared>,
 }
 
 impl PartitionHandle {
-    /// Appends `records` in order; resolves with their offsets once they are durable.
-    pub async fn append(&self, records: Vec<Record>) -> Result<Range<Offset>, LogError> {
+    /// Appends `records`: queued at once, in call order, and resolving with their offsets once
+    /// they are durable.
+    pub fn append(&self, records: Vec<Record>) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        let closed =
-            || LogError::Closed(format!("{}/{}", self.shared.topic, self.shared.partition));
-        self.tx
-            .send(Append { records, reply })
-            .await
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        let name = format!("{}/{}", self.shared.topic, self.shared.partition);
+        let sent = self.tx.send(Append { records, reply });
+        async move {
+            let closed = || LogError::Closed(name.clone());
+            sent.map_err(|_| closed())?;
+            answer.await.map_err(|_| closed())?
+        }
     }
 }
 
@@ -65,7 +67,7 @@ pub fn spawn(
     writer: PartitionWriter,
     durability: Durability,
 ) -> (PartitionHandle, JoinHandle<Result<(), LogError>>) {
-    let (tx, rx) = mpsc::channel(QUEUE);
+    let (tx, rx) = mpsc::unbounded_channel();
     let handle = PartitionHandle {
         tx,
         shared: writer.shared.clone(),
@@ -75,7 +77,7 @@ pub fn spawn(
 
 async fn run(
     mut writer: PartitionWriter,
-    mut rx: mpsc::Receiver<Append>,
+    mut rx: mpsc::UnboundedReceiver<Append>,
     durability: Durability,
 ) -> Result<(), LogError> {
     let interval = match durability.fsync {

@@ -4,6 +4,7 @@ use super::{Sink, SinkError};
 use crate::log::{Log, Offset};
 use crate::record::Record;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -22,33 +23,32 @@ impl EmbeddedSink {
 }
 
 impl Sink for EmbeddedSink {
-    async fn append(&self, records: Vec<Record>) -> Result<Vec<Offset>, SinkError> {
+    fn append(&self, records: Vec<Record>) -> impl Future<Output = Result<Vec<Offset>, SinkError>> + Send + 'static {
         let count = records.len();
-        // One append per partition, all in flight at once; order within a partition is kept.
+        // One append per partition, each queued now; order within a partition is kept.
         let mut groups: BTreeMap<(String, u32), (Vec<usize>, Vec<Record>)> = BTreeMap::new();
         for (i, r) in records.into_iter().enumerate() {
             let group = groups.entry((r.topic.clone(), r.partition)).or_default();
             group.0.push(i);
             group.1.push(r);
         }
-        let appends = groups
+        let appends: Vec<_> = groups
             .into_iter()
             .map(|((topic, partition), (positions, records))| {
-                let log = &self.log;
-                async move {
-                    log.append(&topic, partition, records)
-                        .await
-                        .map(|range| (positions, range))
+                let append = self.log.append(&topic, partition, records);
+                async move { append.await.map(|range| (positions, range)) }
+            })
+            .collect();
+        async move {
+            let mut offsets = vec![Offset(0); count];
+            for result in futures::future::join_all(appends).await {
+                let (positions, range) = result?;
+                for (i, pos) in positions.into_iter().enumerate() {
+                    offsets[pos] = Offset(range.start.0 + i as u64);
                 }
-            });
-        let mut offsets = vec![Offset(0); count];
-        for result in futures::future::join_all(appends).await {
-            let (positions, range) = result?;
-            for (i, pos) in positions.into_iter().enumerate() {
-                offsets[pos] = Offset(range.start.0 + i as u64);
             }
+            Ok(offsets)
         }
-        Ok(offsets)
     }
 
     async fn partition_counts(&self) -> Result<BTreeMap<String, u32>, SinkError> {

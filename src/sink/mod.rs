@@ -34,13 +34,11 @@ impl SinkError {
 
 /// Appends records durably.
 pub trait Sink: Send + Sync + 'static {
-    /// Appends `records` (any topics and partitions; order is kept per partition) and resolves
-    /// once every one is durable, with each record's offset in input order. On error, none of
-    /// them may be treated as stored.
-    fn append(
-        &self,
-        records: Vec<Record>,
-    ) -> impl Future<Output = Result<Vec<Offset>, SinkError>> + Send;
+    /// Appends `records` (any topics and partitions) and resolves once every one is durable,
+    /// with each record's offset in input order. Records are submitted when `append` is
+    /// called, not when its future is first polled: calls made one after another are stored in
+    /// that order within each partition. On error, none of them may be treated as stored.
+    fn append(&self, records: Vec<Record>) -> impl Future<Output = Result<Vec<Offset>, SinkError>> + Send + 'static;
 
     /// Partition counts of the topics that exist already: they win over the config.
     fn partition_counts(
