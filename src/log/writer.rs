@@ -148,7 +148,12 @@ async fn run(
                     }
                     continue;
                 }
-                for (range, reply) in write_group(&mut writer, group) {
+                let results = write_group(&mut writer, group);
+                if durability.fsync == FsyncPolicy::Never {
+                    // Visible before anyone hears it is stored.
+                    writer.publish(&writer.sync_point());
+                }
+                for (range, reply) in results {
                     match range {
                         Ok(range) if durability.fsync == FsyncPolicy::Never || range.is_empty() => {
                             let _ = reply.send(Ok(Offset(range.start)..Offset(range.end)));
@@ -158,9 +163,6 @@ async fn run(
                             let _ = reply.send(Err(e));
                         }
                     }
-                }
-                if durability.fsync == FsyncPolicy::Never {
-                    writer.publish(&writer.sync_point());
                 }
             }
             _ = retention.tick() => {
