@@ -9,10 +9,13 @@
 //! - [`sink`]: the `Sink` trait the pipeline appends through, and its implementations.
 //! - [`cli`]: what the commands print.
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod log;
 pub mod message;
+pub mod mqtt;
+pub mod pipeline;
 pub mod record;
 pub mod route;
 pub mod sink;

@@ -20,6 +20,15 @@ struct Cli {
     /// Config file (for `tributary` alone, which runs the gateway).
     #[arg(short, long, default_value = "bridge.yaml", global = true)]
     config: PathBuf,
+    /// Log lines as text for people or JSON for machines; the level comes from RUST_LOG.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -63,6 +72,7 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_tracing(cli.log_format);
     let command = cli.command.unwrap_or(Command::Run);
     let config = match config::load(&cli.config) {
         Ok(config) => config,
@@ -82,7 +92,7 @@ fn main() -> ExitCode {
             }
             route(&config, topic, payload, payload_file)
         }
-        Command::Run => not_yet("run", "the MQTT ingress and pipeline"),
+        Command::Run => return run(config),
         Command::Topics => embedded_dir(&config)
             .and_then(|dir| tributary::cli::consume::topics(dir, &mut std::io::stdout().lock())),
         Command::Consume {
@@ -178,8 +188,51 @@ fn embedded_dir(config: &config::Config) -> anyhow::Result<&std::path::Path> {
     }
 }
 
-fn not_yet(what: &str, arrives_with: &str) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "`tributary {what}` is not available in this version yet: it arrives with {arrives_with}"
-    )
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(config: config::Config) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    match runtime.block_on(tributary::app::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ tributary::app::AppError::Config(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

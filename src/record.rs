@@ -32,6 +32,8 @@ pub enum DeadLetterReason {
     PayloadTooLarge,
     /// The `to` template expanded to a name Kafka does not allow.
     InvalidTopic,
+    /// The sink refused the records for good (not a passing failure).
+    SinkRejected,
 }
 
 impl DeadLetterReason {
@@ -41,6 +43,7 @@ impl DeadLetterReason {
             DeadLetterReason::MissingField => "missing_field",
             DeadLetterReason::PayloadTooLarge => "payload_too_large",
             DeadLetterReason::InvalidTopic => "invalid_topic",
+            DeadLetterReason::SinkRejected => "sink_rejected",
         }
     }
 }

@@ -90,9 +90,25 @@ impl PartitionShared {
         let first = segments
             .partition_point(|s| s.base <= offset.0)
             .saturating_sub(1);
-        for segment in &segments[first..] {
+        for (i, segment) in segments.iter().enumerate().skip(first) {
             if let Some(bytes) = segment.read(offset.0, max_bytes)? {
                 return Ok(bytes);
+            }
+            // A sealed segment that cannot serve an offset below the next segment's base has
+            // lost batches (damage found when it was opened): report it, naming the file,
+            // rather than skip ahead to later records.
+            if let Some(next) = segments.get(i + 1) {
+                if offset.0 < next.base {
+                    return Err(LogError::Corrupt {
+                        path: segment.path.clone(),
+                        position: segment.durable_len(),
+                        reason: format!(
+                            "offsets {} to {} cannot be read: the segment is damaged there",
+                            segment.next_offset().max(offset.0),
+                            next.base - 1
+                        ),
+                    });
+                }
             }
         }
         Ok(Bytes::new())
@@ -154,9 +170,12 @@ impl PartitionWriter {
         let mut active = None;
         for (i, &base) in bases.iter().enumerate() {
             let last = i + 1 == bases.len();
-            let (writer, _) = SegmentWriter::open(&dir, base, last && !clean)?;
+            let (writer, scan) = SegmentWriter::open(&dir, base, last && !clean, !last)?;
+            // A damaged sealed segment does not stop the partition: its valid prefix is
+            // served, and reads of the damaged rest report it (see `PartitionShared::read`).
+            let damaged = scan.is_some_and(|s| s.stopped.is_some());
             if let Some(next) = bases.get(i + 1) {
-                if writer.next_offset != *next {
+                if writer.next_offset != *next && !damaged {
                     return Err(LogError::Corrupt {
                         path: writer.data.path.clone(),
                         position: writer.len,

@@ -229,13 +229,38 @@ impl SegmentData {
         if offset >= self.next_offset() {
             return Ok(None);
         }
-        let mut pos = self
+        let entry = self
             .index
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .lookup(offset)
-            .map_or(0, |e| u64::from(e.position));
+            .lookup(offset);
         let mut header = [0u8; HEADER_LEN];
+        // Where to start, and the offset the batch there must start with: the segment's base
+        // at position 0. The base offset field is outside the CRC, so each batch is checked to
+        // go on from the one before; a batch that does not is damaged, never served.
+        let (mut pos, mut expect) = (0, self.base);
+        if let Some(e) = entry {
+            // The index is a hint: the batch at an entry's position must end at the entry's
+            // offset. If it does not (a damaged index that still looked sane when loaded),
+            // walk from the start of the segment rather than report sound data as corrupt.
+            let at = u64::from(e.position);
+            let hinted = if at + HEADER_LEN as u64 <= limit {
+                self.file
+                    .read_exact_at(&mut header, at)
+                    .map_err(|e| LogError::io(&self.path, e))?;
+                BatchHeader::parse(&header)
+                    .ok()
+                    .filter(|h| h.last_offset() as u64 == e.offset)
+            } else {
+                None
+            };
+            match hinted {
+                Some(h) => (pos, expect) = (at, h.base_offset as u64),
+                None => {
+                    tracing::warn!(path = %self.path.display(), entry = ?e, "index entry does not match the log; reading without it")
+                }
+            }
+        }
         // Skip the batches that end before `offset`.
         let first = loop {
             if pos + HEADER_LEN as u64 > limit {
@@ -245,10 +270,14 @@ impl SegmentData {
                 .read_exact_at(&mut header, pos)
                 .map_err(|e| LogError::io(&self.path, e))?;
             let h = BatchHeader::parse(&header).map_err(|e| self.corrupt(pos, e))?;
+            if h.base_offset as u64 != expect {
+                return Err(self.corrupt(pos, offset_mismatch(&h, expect)));
+            }
             if h.last_offset() as u64 >= offset {
                 break h;
             }
             pos += h.total_len() as u64;
+            expect = h.next_offset() as u64;
         };
         let len = (first.total_len() as u64)
             .max(max_bytes as u64)
@@ -259,12 +288,17 @@ impl SegmentData {
             .map_err(|e| LogError::io(&self.path, e))?;
         let mut batches = batch::batches(&buf);
         let mut end = 0;
+        expect = first.base_offset as u64;
         for item in &mut batches {
             match item {
-                Ok((h, _)) => end += h.total_len(),
+                Ok((h, _)) if h.base_offset as u64 == expect => {
+                    end += h.total_len();
+                    expect = h.next_offset() as u64;
+                }
                 Err(e) if end == 0 => return Err(self.corrupt(pos, e)),
-                // Cut by `max_bytes`, or damage the next read will report.
-                Err(_) => break,
+                // Cut by `max_bytes`, or damage (a bad CRC, or offsets that do not go on
+                // from the batch before) the next read will report.
+                Ok(_) | Err(_) => break,
             }
         }
         buf.truncate(end);
@@ -317,6 +351,14 @@ impl SegmentData {
     }
 }
 
+/// Why a batch whose base offset does not follow on from the batch before it is corrupt.
+fn offset_mismatch(h: &BatchHeader, expected: u64) -> BatchError {
+    BatchError::Corrupt(format!(
+        "batch has base offset {}, expected {expected}",
+        h.base_offset
+    ))
+}
+
 /// The single writer's handle on the active segment.
 #[derive(Debug)]
 pub struct SegmentWriter {
@@ -355,10 +397,16 @@ impl SegmentWriter {
     /// or corrupt tail is cut off, and the indexes are rebuilt; without it (after a clean
     /// shutdown, or a sealed segment) the indexes are trusted if they hold up, and only the
     /// batches after the last index entry are checked.
+    ///
+    /// A `sealed` segment is never cut: it was fsynced whole when it was sealed, so damage in it
+    /// is not a torn write but lost data, and cutting it would throw away the valid batches
+    /// after the damage too. Only its valid prefix is published; reads of the rest report it
+    /// (see `PartitionShared::read`).
     pub fn open(
         dir: &Path,
         base: u64,
         verify: bool,
+        sealed: bool,
     ) -> Result<(SegmentWriter, Option<ScanEnd>), LogError> {
         let path = log_path(dir, base);
         let file = OpenOptions::new()
@@ -400,11 +448,13 @@ impl SegmentWriter {
             if end.stopped.is_some() {
                 // The tail does not check out after all: verify the whole segment.
                 drop(data);
-                return Self::open(dir, base, true);
+                return Self::open(dir, base, true, sealed);
             }
             end
         };
-        if end.len < file_len {
+        if end.len < file_len && sealed {
+            tracing::error!(path = %data.path.display(), valid = end.len, file_len, reason = ?end.stopped, "sealed segment is damaged; reads past the damage will fail");
+        } else if end.len < file_len {
             // A torn or corrupt tail: only the complete, valid batches before it stay.
             tracing::warn!(path = %data.path.display(), valid = end.len, file_len, reason = ?end.stopped, "truncating segment tail");
             data.file

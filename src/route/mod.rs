@@ -179,6 +179,8 @@ pub struct Router {
     topics: TopicsConfig,
     dead_letter_topic: String,
     max_payload: usize,
+    /// Partition counts of topics that already exist in the sink; they win over `topics`.
+    existing: std::collections::HashMap<String, u32>,
     /// Round-robin position for unkeyed records.
     next_partition: AtomicU32,
 }
@@ -199,8 +201,16 @@ impl Router {
             topics: config.topics.clone(),
             dead_letter_topic: config.dead_letter.topic.clone(),
             max_payload: usize::try_from(config.mqtt.max_payload.0).unwrap_or(usize::MAX),
+            existing: Default::default(),
             next_partition: AtomicU32::new(0),
         })
+    }
+
+    /// Uses the partition counts of topics that already exist (the sink's) instead of the
+    /// config's: a topic's count never changes once it has records.
+    pub fn with_existing_topics(mut self, counts: impl IntoIterator<Item = (String, u32)>) -> Self {
+        self.existing = counts.into_iter().collect();
+        self
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -209,7 +219,10 @@ impl Router {
 
     /// Partition count of a log topic.
     pub fn partitions(&self, topic: &str) -> u32 {
-        self.topics.get(topic).partitions
+        match self.existing.get(topic) {
+            Some(&n) => n,
+            None => self.topics.get(topic).partitions,
+        }
     }
 
     /// The broker subscriptions: each distinct filter once at the highest QoS its routes ask
@@ -338,17 +351,35 @@ impl Router {
         reason: DeadLetterReason,
         why: &str,
     ) -> Record {
+        self.dead_letter_named(msg, &route.name, reason, why)
+    }
+
+    /// The dead letter for a message whose records the sink refused for good: the payload cut
+    /// to its first 1 KiB (it may be why), `route` naming every route it matched.
+    pub fn rejected(&self, msg: &Message, routes: &[Record], why: &str) -> Record {
+        let names: Vec<&str> = routes.iter().map(|r| &*r.route).collect();
+        let name: Arc<str> = names.join(",").into();
+        self.dead_letter_named(msg, &name, DeadLetterReason::SinkRejected, why)
+    }
+
+    fn dead_letter_named(
+        &self,
+        msg: &Message,
+        route: &Arc<str>,
+        reason: DeadLetterReason,
+        why: &str,
+    ) -> Record {
         let mut headers = base_headers(msg, 2);
         headers.push(Header::new("error", why.to_string()));
-        headers.push(Header::new("route", route.name.to_string()));
-        let value = if reason == DeadLetterReason::PayloadTooLarge {
-            msg.payload
-                .slice(..DEAD_LETTER_TRUNCATE.min(msg.payload.len()))
-        } else {
-            msg.payload.clone()
+        headers.push(Header::new("route", route.to_string()));
+        let value = match reason {
+            DeadLetterReason::PayloadTooLarge | DeadLetterReason::SinkRejected => {
+                msg.payload.slice(..DEAD_LETTER_TRUNCATE.min(msg.payload.len()))
+            }
+            _ => msg.payload.clone(),
         };
         Record {
-            route: route.name.clone(),
+            route: route.clone(),
             topic: self.dead_letter_topic.clone(),
             partition: self.partition(&self.dead_letter_topic, None),
             key: None,

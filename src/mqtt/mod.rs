@@ -1,0 +1,220 @@
+//! MQTT ingress: one session with the broker, kept up across failures, handing each PUBLISH on
+//! as a [`Delivery`] and sending its ack once the pipeline reports it stored.
+//!
+//! - `session`: rumqttc behind one face for MQTT 5 and 3.1.1.
+//! - `acks`: the in-order ack tracker (pure).
+//!
+//! The event loop runs in its own task and is never blocked on the pipeline for long: the
+//! pipeline holds at most `mqtt.max_inflight` messages (a semaphore), and MQTT 5's
+//! `receive_maximum` keeps the broker within that for QoS 1.
+
+pub mod acks;
+pub mod session;
+
+use crate::config::MqttConfig;
+use crate::message::{Message, Qos};
+use crate::route::Subscription;
+use acks::{AckTracker, Token};
+use session::{Client, Session, SessionEvent};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A received message on its way through the pipeline. Dropping it without `complete` leaves
+/// the message unacked (the broker redelivers it after a reconnect).
+pub struct Delivery {
+    pub message: Message,
+    token: Token,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Sends acks in arrival order, for the current connection only.
+pub struct Acker {
+    state: Mutex<AckState>,
+}
+
+struct AckState {
+    tracker: AckTracker,
+    client: Client,
+}
+
+impl Acker {
+    /// The message's records are all durable: ack it (and any now unblocked) in order.
+    pub fn complete(&self, delivery: Delivery) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        for pkid in state.tracker.completed(delivery.token) {
+            // Queued under the same lock a lost connection takes, so no ack of an old
+            // connection can slip into the next one.
+            if let Err(e) = state.client.try_ack(pkid) {
+                tracing::warn!(pkid, error = %e, "could not queue an ack; the broker will redeliver the message");
+            }
+        }
+    }
+
+    /// Messages received and not yet released.
+    pub fn inflight(&self) -> usize {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).tracker.inflight()
+    }
+}
+
+/// The running ingress.
+pub struct Ingress {
+    client: Client,
+    acker: Arc<Acker>,
+    stop_reading: CancellationToken,
+    task: JoinHandle<()>,
+    connected: watch::Receiver<bool>,
+}
+
+impl Ingress {
+    /// Starts the session task; returns the ingress and the stream of deliveries.
+    pub fn start(config: &MqttConfig, subscriptions: &[Subscription]) -> Result<(Ingress, mpsc::Receiver<Delivery>), session::SessionError> {
+        let (client, session) = session::open(config)?;
+        let acker = Arc::new(Acker { state: Mutex::new(AckState { tracker: AckTracker::new(), client: client.clone() }) });
+        let capacity = config.max_inflight as usize;
+        let (tx, rx) = mpsc::channel(capacity);
+        let filters: Vec<(String, Qos)> = subscriptions.iter().map(|s| (config.broker_filter(&s.filter), s.qos)).collect();
+        let (connected_tx, connected) = watch::channel(false);
+        let stop_reading = CancellationToken::new();
+        let poller = Poller {
+            session,
+            client: client.clone(),
+            acker: acker.clone(),
+            deliveries: Some(tx),
+            permits: Arc::new(Semaphore::new(capacity)),
+            filters,
+            connected: connected_tx,
+            stop_reading: stop_reading.clone(),
+            url: config.url.clone(),
+        };
+        let task = tokio::spawn(poller.run());
+        Ok((Ingress { client, acker, stop_reading, task, connected }, rx))
+    }
+
+    pub fn acker(&self) -> Arc<Acker> {
+        self.acker.clone()
+    }
+
+    /// Whether the session is up now; changes as it goes down and comes back.
+    pub fn connected(&self) -> watch::Receiver<bool> {
+        self.connected.clone()
+    }
+
+    /// Stops handing on new messages (they stay unacked; the broker keeps them for the next
+    /// session) and ends the delivery stream. The session stays up so acks still go out.
+    pub fn stop_reading(&self) {
+        self.stop_reading.cancel();
+    }
+
+    /// Sends DISCONNECT after every ack queued so far, and waits (up to `wait`) for the session
+    /// task to end.
+    pub async fn disconnect(self, wait: std::time::Duration) {
+        self.stop_reading.cancel();
+        if self.client.try_disconnect().is_err() || tokio::time::timeout(wait, self.task).await.is_err() {
+            tracing::warn!("MQTT disconnect did not complete in {wait:?}");
+        }
+    }
+}
+
+struct Poller {
+    session: Session,
+    client: Client,
+    acker: Arc<Acker>,
+    deliveries: Option<mpsc::Sender<Delivery>>,
+    permits: Arc<Semaphore>,
+    filters: Vec<(String, Qos)>,
+    connected: watch::Sender<bool>,
+    stop_reading: CancellationToken,
+    url: String,
+}
+
+impl Poller {
+    async fn run(mut self) {
+        let mut failures = 0u32;
+        let mut last_error = String::new();
+        let mut qos0_dropped = 0u64;
+        loop {
+            if self.stop_reading.is_cancelled() && self.deliveries.take().is_some() {
+                tracing::info!("MQTT ingress stopped reading; finishing messages in flight");
+            }
+            let event = tokio::select! {
+                event = self.session.poll() => event,
+                // Wake to drop the delivery stream promptly when told to stop reading.
+                _ = self.stop_reading.cancelled(), if self.deliveries.is_some() => continue,
+            };
+            match event {
+                Ok(SessionEvent::Connected { session_present }) => {
+                    failures = 0;
+                    last_error.clear();
+                    self.connected.send_replace(true);
+                    tracing::info!(url = %self.url, session_present, "MQTT connected");
+                    // A persistent session keeps its subscriptions; subscribing again is
+                    // harmless and covers a session the broker lost.
+                    if let Err(e) = self.client.try_subscribe(&self.filters) {
+                        tracing::error!(error = %e, "could not subscribe");
+                    }
+                }
+                Ok(SessionEvent::Subscribed { refused }) => {
+                    for i in refused {
+                        let filter = self.filters.get(i).map_or("?", |f| f.0.as_str());
+                        tracing::error!(filter, "the broker refused the subscription (not authorized, or an invalid filter)");
+                    }
+                }
+                Ok(SessionEvent::Publish { message, pkid }) => {
+                    let Some(deliveries) = &self.deliveries else {
+                        continue; // stopping: left unacked for the next session
+                    };
+                    let qos = message.qos;
+                    let permit = match qos {
+                        // QoS 0 is lossy by contract: with the pipeline full, drop it rather
+                        // than stall the event loop.
+                        Qos::AtMostOnce => match self.permits.clone().try_acquire_owned() {
+                            Ok(p) => p,
+                            Err(_) => {
+                                qos0_dropped += 1;
+                                if qos0_dropped.is_power_of_two() {
+                                    tracing::warn!(qos0_dropped, "pipeline full: dropping QoS 0 messages");
+                                }
+                                continue;
+                            }
+                        },
+                        // MQTT 5's receive maximum keeps QoS 1 within the permits; a 3.1.1
+                        // broker that sends more makes this wait (see the README).
+                        _ => match self.permits.clone().acquire_owned().await {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        },
+                    };
+                    let token = {
+                        let mut state = self.acker.state.lock().unwrap_or_else(|e| e.into_inner());
+                        state.tracker.received((qos != Qos::AtMostOnce).then_some(pkid))
+                    };
+                    if deliveries.send(Delivery { message, token, _permit: permit }).await.is_err() {
+                        self.deliveries = None;
+                    }
+                }
+                Ok(SessionEvent::DisconnectSent) => {
+                    self.connected.send_replace(false);
+                    tracing::info!("MQTT disconnected");
+                    return;
+                }
+                Ok(SessionEvent::Other) => {}
+                Err(error) => {
+                    {
+                        let mut state = self.acker.state.lock().unwrap_or_else(|e| e.into_inner());
+                        state.tracker.connection_lost();
+                        self.session.clean();
+                    }
+                    self.connected.send_replace(false);
+                    if error != last_error {
+                        tracing::warn!(url = %self.url, error = %error, "MQTT connection lost or refused; retrying with backoff");
+                        last_error = error;
+                    }
+                    tokio::time::sleep(session::backoff(failures)).await;
+                    failures = failures.saturating_add(1);
+                }
+            }
+        }
+    }
+}

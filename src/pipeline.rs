@@ -1,0 +1,123 @@
+//! The pipeline: deliveries from the ingress go through the router to the sink, and each is
+//! acked once every record made from it is durable.
+//!
+//! Appends are made in arrival order (the sink queues them at call time), so records bound
+//! for one partition keep the order their messages arrived in, while many messages are in
+//! flight at once. When an append fails, reading stops (no new deliveries), what is in flight
+//! finishes, and the failed messages are retried in arrival order with backoff until they are
+//! stored; only then does reading resume. Nothing is acked that was not stored.
+
+use crate::mqtt::{Acker, Delivery};
+use crate::route::Router;
+use crate::sink::{Sink, SinkError};
+use futures::stream::{FuturesUnordered, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What the pipeline did, for the shutdown log line.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PipelineStats {
+    pub messages: u64,
+    pub records: u64,
+    pub dead_letters: u64,
+    /// Messages no route matched: acked and counted, not stored.
+    pub unrouted: u64,
+    /// Appends that failed and were retried.
+    pub retries: u64,
+}
+
+/// Runs until the delivery stream ends and everything received is stored and acked.
+pub async fn run<S: Sink>(mut deliveries: mpsc::Receiver<Delivery>, router: Arc<Router>, sink: S, acker: Arc<Acker>) -> PipelineStats {
+    let mut stats = PipelineStats::default();
+    let mut inflight = FuturesUnordered::new();
+    let mut failed: Vec<(u64, Delivery, SinkError)> = Vec::new();
+    let mut seq = 0u64;
+    let mut open = true;
+    loop {
+        if !failed.is_empty() && inflight.is_empty() {
+            failed.sort_by_key(|(seq, _, _)| *seq);
+            for (_, delivery, error) in failed.drain(..) {
+                retry(delivery, error, &router, &sink, &acker, &mut stats).await;
+            }
+            continue;
+        }
+        if !open && inflight.is_empty() {
+            return stats;
+        }
+        tokio::select! {
+            delivery = deliveries.recv(), if open && failed.is_empty() => {
+                let Some(delivery) = delivery else {
+                    open = false;
+                    continue;
+                };
+                stats.messages += 1;
+                let records = router.route(&delivery.message);
+                if records.is_empty() {
+                    stats.unrouted += 1;
+                    acker.complete(delivery);
+                    continue;
+                }
+                stats.records += records.len() as u64;
+                stats.dead_letters += records.iter().filter(|r| r.dead_letter.is_some()).count() as u64;
+                let append = sink.append(records);
+                let n = seq;
+                seq += 1;
+                inflight.push(async move { (n, delivery, append.await) });
+            }
+            Some((n, delivery, result)) = inflight.next(), if !inflight.is_empty() => match result {
+                Ok(_) => acker.complete(delivery),
+                Err(error) => {
+                    if failed.is_empty() {
+                        tracing::warn!(error = %error, "append failed: pausing intake and retrying in order");
+                    }
+                    failed.push((n, delivery, error));
+                }
+            }
+        }
+    }
+}
+
+/// Stores one message's records, retrying with backoff while the failure is passing; a sink
+/// that refuses them for good gets a dead letter instead.
+async fn retry<S: Sink>(delivery: Delivery, mut error: SinkError, router: &Router, sink: &S, acker: &Acker, stats: &mut PipelineStats) {
+    let mut attempt = 0u32;
+    loop {
+        stats.retries += 1;
+        let records = router.route(&delivery.message);
+        let records = if error.is_retryable() {
+            tokio::time::sleep(backoff(attempt)).await;
+            records
+        } else {
+            tracing::error!(topic = %delivery.message.topic, error = %error, "the sink refused a message's records; sending it to the dead-letter topic");
+            stats.dead_letters += 1;
+            vec![router.rejected(&delivery.message, &records, &error.to_string())]
+        };
+        let dead_letter = records.len() == 1 && records[0].dead_letter.is_some() && !error.is_retryable();
+        match sink.append(records).await {
+            Ok(_) => {
+                acker.complete(delivery);
+                return;
+            }
+            Err(e) if dead_letter && !e.is_retryable() => {
+                // Not even the dead letter can be stored: say so loudly, and move on rather
+                // than hold every later message back for ever.
+                tracing::error!(topic = %delivery.message.topic, error = %e, "dead letter refused too; the message is acked without being stored");
+                acker.complete(delivery);
+                return;
+            }
+            Err(e) => {
+                if attempt == 0 || attempt.is_power_of_two() {
+                    tracing::warn!(error = %e, attempt, "append still failing; retrying");
+                }
+                error = e;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+/// 50 ms doubling to 5 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(50).saturating_mul(1 << attempt.min(7)).min(Duration::from_secs(5))
+}
