@@ -52,7 +52,7 @@ impl Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\npersistence_location {}/\n{extra}\n",
+            "user root\nlistener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\npersistence_location {}/\n{extra}\n",
             dir.path().display()
         );
         std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
