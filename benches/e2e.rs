@@ -1,0 +1,211 @@
+//! End to end: publisher (QoS 1, 100-byte payloads, 100 topics) -> Mosquitto -> Tributary ->
+//! embedded log (`fsync: interval`, 5 ms), beside a bare rumqttc subscriber (QoS 1, acks and
+//! discards) on the same broker with the same publisher, in the same run.
+//!
+//! Prints both rates, their ratio, Tributary's peak RSS, and p50/p99 publish-to-durable latency
+//! at a steady offered load (measured in process: the pipeline with a sink wrapper that notes
+//! when each record is durable).
+//!
+//! `cargo bench --bench e2e` (needs `mosquitto` on the PATH).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::{Gateway, Mosquitto};
+use tributary::config::{Config, EmbeddedConfig, FsyncPolicy, HumanDuration, MqttConfig, RouteConfig};
+use tributary::log::{Log, LogOptions, LogReader, Offset};
+use tributary::message::Qos;
+use tributary::record::Record;
+use tributary::route::Router;
+use tributary::sink::embedded::EmbeddedSink;
+use tributary::sink::{Sink, SinkError};
+
+const MESSAGES: usize = 100_000;
+const TOPICS: usize = 100;
+const PUBLISHERS: usize = 4;
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64
+}
+
+/// A 100-byte payload starting with the publish time in microseconds.
+fn payload(seq: usize) -> Vec<u8> {
+    let mut p = format!("{:020}:{seq:010}:", now_us()).into_bytes();
+    p.resize(100, b'x');
+    p
+}
+
+/// Publishes `count` QoS 1 messages over `PUBLISHERS` connections, at most `rate` per second
+/// overall (`None`: as fast as the broker acks). Returns when every one is acked.
+async fn publish(port: u16, count: usize, rate: Option<u64>) {
+    let mut tasks = Vec::new();
+    for p in 0..PUBLISHERS {
+        tasks.push(tokio::spawn(async move {
+            let mut options = MqttOptions::new(format!("bench-pub-{p}-{}", now_us()), "127.0.0.1", port);
+            options.set_outgoing_inflight_upper_limit(500);
+            let (client, mut eventloop) = AsyncClient::new(options, 1000);
+            let mine = (p..count).step_by(PUBLISHERS).count();
+            let sender = tokio::spawn(async move {
+                let start = Instant::now();
+                for (i, seq) in (p..count).step_by(PUBLISHERS).enumerate() {
+                    if let Some(rate) = rate {
+                        let due = start + Duration::from_secs_f64(i as f64 * PUBLISHERS as f64 / rate as f64);
+                        tokio::time::sleep_until(due.into()).await;
+                    }
+                    client.publish(format!("devices/d{}/telemetry", seq % TOPICS), QoS::AtLeastOnce, false, payload(seq)).await.unwrap();
+                }
+                client
+            });
+            let mut acked = 0;
+            while acked < mine {
+                if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
+                    acked += 1;
+                }
+            }
+            let client = sender.await.unwrap();
+            let _ = client.disconnect().await;
+            let _ = tokio::time::timeout(Duration::from_millis(100), eventloop.poll()).await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// The bare subscriber: QoS 1, rumqttc acks each message as it is read. Returns messages/s
+/// from the first publish to the last message received.
+async fn bare_subscriber(broker: &Mosquitto) -> f64 {
+    let mut options = MqttOptions::new("bench-bare", "127.0.0.1", broker.port);
+    options.set_receive_maximum(Some(1024));
+    let (client, mut eventloop) = AsyncClient::new(options, 1000);
+    client.subscribe("devices/+/telemetry", QoS::AtLeastOnce).await.unwrap();
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = eventloop.poll().await.unwrap() {
+            break;
+        }
+    }
+    let start = Instant::now();
+    let publisher = tokio::spawn(publish(broker.port, MESSAGES, None));
+    let mut got = 0;
+    while got < MESSAGES {
+        if let Event::Incoming(Packet::Publish(_)) = eventloop.poll().await.unwrap() {
+            got += 1;
+        }
+    }
+    let rate = MESSAGES as f64 / start.elapsed().as_secs_f64();
+    publisher.await.unwrap();
+    rate
+}
+
+fn stored(dir: &std::path::Path) -> u64 {
+    LogReader::open(dir).ok().and_then(|r| r.topics().ok()).map_or(0, |t| t.values().flatten().map(|p| p.end.0 - p.start.0).sum())
+}
+
+/// The `tributary` binary: messages/s from the first publish to the last record stored, and
+/// its peak RSS in KiB.
+async fn tributary_binary(broker: &Mosquitto) -> (f64, u64) {
+    let routes = r#"  - { name: telemetry, from: "devices/{device}/telemetry", to: telemetry, key: "{device}" }"#;
+    let mut gw = Gateway::new(&Gateway::config(&broker.url(), "bench-gw", ", max_inflight: 1024", routes).replace("fsync_interval: 2ms", "fsync_interval: 5ms"));
+    gw.start();
+    let start = Instant::now();
+    let publisher = tokio::spawn(publish(broker.port, MESSAGES, None));
+    while stored(&gw.data_dir()) < MESSAGES as u64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rate = MESSAGES as f64 / start.elapsed().as_secs_f64();
+    publisher.await.unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid().unwrap())).unwrap_or_default();
+    let rss_kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()).unwrap_or(0);
+    assert!(gw.terminate().success());
+    (rate, rss_kib)
+}
+
+/// Wraps the real sink and notes, per record, microseconds from publish to durable.
+#[derive(Clone)]
+struct Timed {
+    inner: EmbeddedSink,
+    latencies: Arc<Mutex<Vec<u64>>>,
+    done: Arc<AtomicU64>,
+}
+
+impl Sink for Timed {
+    fn append(&self, records: Vec<Record>) -> impl std::future::Future<Output = Result<Vec<Offset>, SinkError>> + Send + 'static {
+        let sent: Vec<u64> = records.iter().map(|r| std::str::from_utf8(&r.value[..20]).unwrap().parse().unwrap()).collect();
+        let append = self.inner.append(records);
+        let (latencies, done) = (self.latencies.clone(), self.done.clone());
+        async move {
+            let result = append.await;
+            let now = now_us();
+            latencies.lock().unwrap().extend(sent.iter().map(|s| now.saturating_sub(*s)));
+            done.fetch_add(sent.len() as u64, Ordering::Relaxed);
+            result
+        }
+    }
+    async fn partition_counts(&self) -> Result<std::collections::BTreeMap<String, u32>, SinkError> {
+        self.inner.partition_counts().await
+    }
+    async fn close(self) -> Result<(), SinkError> {
+        self.inner.close().await
+    }
+}
+
+/// p50 and p99 publish-to-durable latency, in ms, at `rate` messages/s, in process.
+async fn latency(broker: &Mosquitto, rate: u64, count: usize) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedConfig { dir: dir.path().to_path_buf(), fsync: FsyncPolicy::Interval, fsync_interval: HumanDuration::from_millis(5), ..Default::default() };
+    let mqtt = MqttConfig { url: broker.url(), client_id: "bench-latency".into(), max_inflight: 1024, ..Default::default() };
+    let route = RouteConfig {
+        name: Some("telemetry".into()),
+        from: "devices/{device}/telemetry".into(),
+        qos: Qos::AtLeastOnce,
+        to: "telemetry".into(),
+        key: Some("{device}".into()),
+        format: None,
+        headers: Default::default(),
+    };
+    let mut config = Config { mqtt, routes: vec![route], ..Default::default() };
+    config.log.embedded = embedded;
+    let log = Arc::new(Log::open(LogOptions::new(&config.log.embedded, &config.topics)).await.unwrap());
+    let sink = Timed { inner: EmbeddedSink::new(log.clone()), latencies: Default::default(), done: Default::default() };
+    let router = Arc::new(Router::new(&config).unwrap());
+    let (ingress, deliveries) = tributary::mqtt::Ingress::start(&config.mqtt, &router.subscriptions()).unwrap();
+    let mut connected = ingress.connected();
+    connected.wait_for(|c| *c).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pipeline = tokio::spawn(tributary::pipeline::run(deliveries, router, sink.clone(), ingress.acker()));
+    publish(broker.port, count, Some(rate)).await;
+    while sink.done.load(Ordering::Relaxed) < count as u64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    ingress.stop_reading();
+    pipeline.await.unwrap();
+    ingress.disconnect(Duration::from_secs(2)).await;
+    let mut l = sink.latencies.lock().unwrap().clone();
+    l.sort_unstable();
+    let pct = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)] as f64 / 1000.0;
+    (pct(0.50), pct(0.99))
+}
+
+fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        println!("end to end: {MESSAGES} QoS 1 messages, 100 bytes, {TOPICS} topics, {PUBLISHERS} publishers; fsync interval 5ms");
+        let broker = Mosquitto::start();
+        let bare = bare_subscriber(&broker).await;
+        let (tributary, rss_kib) = tributary_binary(&broker).await;
+        println!("  bare rumqttc subscriber (acks, discards): {bare:>9.0} msgs/s   (baseline)");
+        println!("  tributary -> embedded log, durable:       {tributary:>9.0} msgs/s   ratio {:.2} (goal >= 0.9)", tributary / bare);
+        println!("  tributary peak RSS: {:.1} MiB (goal < 50 MiB)", rss_kib as f64 / 1024.0);
+        for rate in [2_000, 10_000] {
+            let (p50, p99) = latency(&broker, rate, rate as usize * 3).await;
+            println!("  publish-to-durable latency at {rate} msgs/s: p50 {p50:.2} ms, p99 {p99:.2} ms");
+        }
+    });
+}
