@@ -2,6 +2,8 @@
 //! them in order: stop reading, finish and ack what is in flight, disconnect, close the sink.
 
 use crate::config::{Backend, Config};
+use crate::kafka_api::{KafkaApi, ServerOptions};
+use crate::log::offsets::GroupOffsets;
 use crate::log::{Log, LogOptions};
 use crate::mqtt::Ingress;
 use crate::pipeline;
@@ -12,6 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
+use tokio_util::sync::CancellationToken;
 
 /// How long shutdown waits for in-flight messages to be stored and acked.
 const DRAIN: Duration = Duration::from_secs(20);
@@ -31,6 +34,24 @@ pub enum AppError {
     Other(String),
 }
 
+/// Starts the Kafka API listener when `kafka_listener` is set; returns how to stop it.
+async fn start_kafka_listener(config: &Config, log: &Arc<Log>) -> Result<Option<(CancellationToken, tokio::task::JoinHandle<()>)>, AppError> {
+    let embedded = &config.log.embedded;
+    let Some(addr) = embedded.kafka_listener else { return Ok(None) };
+    let offsets = GroupOffsets::open(&embedded.dir).map_err(|e| AppError::Other(e.to_string()))?;
+    for damaged in offsets.damaged() {
+        tracing::warn!(%damaged, "consumer-group offsets file skipped");
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| AppError::Other(format!("log.embedded.kafka_listener: cannot listen on {addr}: {e}")))?;
+    let options = ServerOptions { advertised: embedded.advertised().map_err(AppError::Config)?, ..Default::default() };
+    let api = KafkaApi::new(log.clone(), Arc::new(offsets), options);
+    let stop = CancellationToken::new();
+    tracing::info!(%addr, "Kafka API listening");
+    Ok(Some((stop.clone(), tokio::spawn(api.serve(listener, stop)))))
+}
+
 /// Runs the gateway until `shutdown` resolves, then drains and stops.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
     // rumqttc's rustls needs a process-wide crypto provider; a second install is harmless.
@@ -39,6 +60,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         return Err(AppError::Config("log.backend: kafka is not available in this version yet; use embedded".into()));
     }
     let log = Arc::new(Log::open(LogOptions::new(&config.log.embedded, &config.topics)).await?);
+    let kafka = start_kafka_listener(&config, &log).await?;
     let sink = EmbeddedSink::new(log.clone());
     let existing = sink.partition_counts().await?;
     for (topic, &n) in &existing {
@@ -76,6 +98,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     ingress.disconnect(Duration::from_secs(5)).await;
+    if let Some((stop, server)) = kafka {
+        stop.cancel();
+        let _ = server.await;
+    }
     drop(sink);
     match Arc::try_unwrap(log) {
         Ok(log) => log.close().await?,

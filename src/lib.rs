@@ -12,6 +12,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod kafka_api;
 pub mod log;
 pub mod message;
 pub mod mqtt;

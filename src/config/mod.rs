@@ -150,6 +150,22 @@ pub struct EmbeddedConfig {
     pub fsync_interval: HumanDuration,
     pub retention: RetentionConfig,
     pub kafka_listener: Option<SocketAddr>,
+    /// `host:port` the Kafka listener tells clients to connect to (Metadata); when null, the
+    /// address each client connected to. Set it when clients reach Tributary through another
+    /// name, as in a container.
+    #[serde(deserialize_with = "scalar::opt_string")]
+    pub kafka_advertised: Option<String>,
+}
+
+impl EmbeddedConfig {
+    /// `kafka_advertised` split into host and port.
+    pub fn advertised(&self) -> Result<Option<(String, u16)>, String> {
+        let Some(a) = &self.kafka_advertised else { return Ok(None) };
+        match a.rsplit_once(':').map(|(h, p)| (h.trim_start_matches('[').trim_end_matches(']'), p.parse::<u16>())) {
+            Some((host, Ok(port))) if !host.is_empty() => Ok(Some((host.to_string(), port))),
+            _ => Err(format!("{a:?} is not HOST:PORT, e.g. tributary.iot.svc:9092")),
+        }
+    }
 }
 
 impl Default for EmbeddedConfig {
@@ -161,6 +177,7 @@ impl Default for EmbeddedConfig {
             fsync_interval: HumanDuration::from_millis(5),
             retention: RetentionConfig::default(),
             kafka_listener: Some(SocketAddr::from(([127, 0, 0, 1], 9092))),
+            kafka_advertised: None,
         }
     }
 }

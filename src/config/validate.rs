@@ -178,6 +178,9 @@ fn log(config: &Config, issues: &mut Vec<Issue>) {
             ),
         );
     }
+    if let Err(why) = e.advertised() {
+        push("embedded.kafka_advertised", why);
+    }
     if e.retention.time.is_some_and(|t| t.0.is_zero()) {
         push(
             "embedded.retention.time",

@@ -281,19 +281,17 @@ impl Log {
         {
             return Ok(t.clone());
         }
+        self.create(topic, self.options.topics.get(topic).partitions)
+    }
+
+    fn create(&self, topic: &str, partitions: u32) -> Result<Arc<[PartitionHandle]>, LogError> {
         check_topic_name(topic).map_err(LogError::InvalidTopic)?;
-        // Creation is rare; serialise it under the write lock's shadow.
+        // Creation is rare; one at a time, and check again once it is our turn.
         static CREATE: Mutex<()> = Mutex::new(());
         let _guard = CREATE.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = self
-            .topics
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(topic)
-        {
+        if let Some(t) = self.topics.read().unwrap_or_else(|e| e.into_inner()).get(topic) {
             return Ok(t.clone());
         }
-        let partitions = self.options.topics.get(topic).partitions;
         let topic_dir = self.options.dir.join(topic);
         std::fs::create_dir_all(&topic_dir).map_err(|e| LogError::io(&topic_dir, e))?;
         sync_dir(&self.options.dir)?;
@@ -320,6 +318,32 @@ impl Log {
             Ok(handle.append(records))
         });
         async move { submitted?.await }
+    }
+
+    /// Appends batches a Kafka producer encoded to one partition (creating the topic if needed).
+    pub fn append_batches(
+        &self,
+        topic: &str,
+        partition: u32,
+        batches: bytes::Bytes,
+    ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
+        let submitted = self.topic(topic).and_then(|partitions| {
+            let handle = partitions.get(partition as usize).ok_or_else(|| LogError::NoSuchPartition {
+                topic: topic.to_string(),
+                partition,
+                partitions: partitions.len() as u32,
+            })?;
+            Ok(handle.append_batches(batches))
+        });
+        async move { submitted?.await }
+    }
+
+    /// Creates `topic` with `partitions` if it does not exist; false when it already did.
+    pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<bool, LogError> {
+        if self.topics.read().unwrap_or_else(|e| e.into_inner()).contains_key(topic) {
+            return Ok(false);
+        }
+        self.create(topic, partitions).map(|_| true)
     }
 
     /// Partition counts of the topics on disk: these win over the config, which only sets the

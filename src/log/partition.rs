@@ -234,6 +234,38 @@ impl PartitionWriter {
         Ok(base..self.active.next_offset)
     }
 
+    /// Appends batches a Kafka producer encoded (one or more, end to end), each given the next
+    /// offsets: stored byte for byte apart from the base offset, which the CRC does not cover.
+    /// Nothing is written unless every batch is whole and valid.
+    pub fn append_batches(&mut self, bytes: &[u8]) -> Result<Range<u64>, LogError> {
+        let dir = self.shared.dir.clone();
+        let corrupt = move |reason: String| LogError::Corrupt { path: dir.clone(), position: 0, reason };
+        let mut batches = Vec::new();
+        let mut iter = batch::batches(bytes);
+        for item in &mut iter {
+            batches.push(item.map_err(|e| corrupt(format!("produced batch: {e}")))?);
+        }
+        if iter.position() != bytes.len() || batches.is_empty() {
+            return Err(corrupt("produced records are not whole batches".into()));
+        }
+        let start = self.active.next_offset;
+        for (header, whole) in batches {
+            self.buf.clear();
+            self.buf.extend_from_slice(whole);
+            let base = self.active.next_offset;
+            batch::set_base_offset(&mut self.buf, base as i64).map_err(|e| corrupt(e.to_string()))?;
+            let header = batch::BatchHeader { base_offset: base as i64, ..header };
+            if self.active.len > 0 && self.active.len + self.buf.len() as u64 > self.options.segment_bytes {
+                self.roll()?;
+            }
+            let buf = std::mem::take(&mut self.buf);
+            let result = self.active.write(&buf, &header);
+            self.buf = buf;
+            result?;
+        }
+        Ok(start..self.active.next_offset)
+    }
+
     /// Seals the active segment (fsynced whole, with its indexes) and starts a new one.
     fn roll(&mut self) -> Result<(), LogError> {
         let old = &self.active;

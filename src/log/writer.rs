@@ -23,8 +23,23 @@ const MERGE_BYTES: usize = 1 << 20;
 type Reply = oneshot::Sender<Result<Range<Offset>, LogError>>;
 
 struct Append {
-    records: Vec<Record>,
+    payload: Payload,
     reply: Reply,
+}
+
+/// What an append carries: records to encode, or batches a Kafka producer encoded.
+enum Payload {
+    Records(Vec<Record>),
+    Batches(bytes::Bytes),
+}
+
+impl Payload {
+    fn size(&self) -> usize {
+        match self {
+            Payload::Records(r) => r.iter().map(record_size).sum(),
+            Payload::Batches(b) => b.len(),
+        }
+    }
 }
 
 /// How a partition's writer makes appends durable.
@@ -50,9 +65,18 @@ impl PartitionHandle {
     /// Appends `records`: queued at once, in call order, and resolving with their offsets once
     /// they are durable.
     pub fn append(&self, records: Vec<Record>) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
+        self.submit(Payload::Records(records))
+    }
+
+    /// Appends batches a Kafka producer encoded, as `append` does records.
+    pub fn append_batches(&self, batches: bytes::Bytes) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
+        self.submit(Payload::Batches(batches))
+    }
+
+    fn submit(&self, payload: Payload) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
         let name = format!("{}/{}", self.shared.topic, self.shared.partition);
-        let sent = self.tx.send(Append { records, reply });
+        let sent = self.tx.send(Append { payload, reply });
         async move {
             let closed = || LogError::Closed(name.clone());
             sent.map_err(|_| closed())?;
@@ -132,11 +156,11 @@ async fn run(
                     continue;
                 };
                 let mut group = vec![first];
-                let mut bytes = group[0].records.iter().map(record_size).sum::<usize>();
+                let mut bytes = group[0].payload.size();
                 while bytes < MERGE_BYTES {
                     match rx.try_recv() {
                         Ok(next) => {
-                            bytes += next.records.iter().map(record_size).sum::<usize>();
+                            bytes += next.payload.size();
                             group.push(next);
                         }
                         Err(_) => break,
@@ -185,46 +209,52 @@ async fn run(
     }
 }
 
-/// Writes a group of appends, merging them into as few batches as possible; one result per
-/// append, in order.
-fn write_group(
-    writer: &mut PartitionWriter,
-    group: Vec<Append>,
-) -> Vec<(Result<Range<u64>, LogError>, Reply)> {
-    let counts: Vec<usize> = group.iter().map(|a| a.records.len()).collect();
-    let merged = writer.append(group.iter().flat_map(|a| a.records.iter()));
+/// Writes a group of appends, merging runs of record appends into as few batches as
+/// possible; one result per append, in order.
+fn write_group(writer: &mut PartitionWriter, group: Vec<Append>) -> Vec<(Result<Range<u64>, LogError>, Reply)> {
     let mut out = Vec::with_capacity(group.len());
-    match merged {
-        Ok(range) => {
-            let mut start = range.start;
-            for (a, n) in group.into_iter().zip(counts) {
-                out.push((Ok(start..start + n as u64), a.reply));
-                start += n as u64;
-            }
-        }
-        // Too large together, or nothing to write: each on its own.
-        Err(_) if group.len() > 1 => {
-            for a in group {
-                let result = if a.records.is_empty() {
-                    Ok(writer_end(writer)..writer_end(writer))
-                } else {
-                    writer.append(a.records.iter())
-                };
-                out.push((result, a.reply));
-            }
-        }
-        Err(e) => {
-            for a in group {
-                let result = if a.records.is_empty() {
-                    Ok(writer_end(writer)..writer_end(writer))
-                } else {
-                    Err(e.clone())
-                };
-                out.push((result, a.reply));
+    let mut run: Vec<(Vec<Record>, Reply)> = Vec::new();
+    for append in group {
+        match append.payload {
+            Payload::Records(records) => run.push((records, append.reply)),
+            Payload::Batches(bytes) => {
+                write_records(writer, std::mem::take(&mut run), &mut out);
+                out.push((writer.append_batches(&bytes), append.reply));
             }
         }
     }
+    write_records(writer, run, &mut out);
     out
+}
+
+fn write_records(writer: &mut PartitionWriter, run: Vec<(Vec<Record>, Reply)>, out: &mut Vec<(Result<Range<u64>, LogError>, Reply)>) {
+    if run.is_empty() {
+        return;
+    }
+    let merged = writer.append(run.iter().flat_map(|(records, _)| records.iter()));
+    match merged {
+        Ok(range) => {
+            let mut start = range.start;
+            for (records, reply) in run {
+                out.push((Ok(start..start + records.len() as u64), reply));
+                start += records.len() as u64;
+            }
+        }
+        // Too large together, or nothing to write: each on its own.
+        Err(e) => {
+            let alone = run.len() > 1;
+            for (records, reply) in run {
+                let result = if records.is_empty() {
+                    Ok(writer_end(writer)..writer_end(writer))
+                } else if alone {
+                    writer.append(records.iter())
+                } else {
+                    Err(e.clone())
+                };
+                out.push((result, reply));
+            }
+        }
+    }
 }
 
 fn writer_end(writer: &PartitionWriter) -> u64 {

@@ -1,0 +1,81 @@
+//! The APIs and versions this broker offers: what librdkafka (kcat included), the Java client
+//! and kafka-python negotiate, within what the codecs decode, leaving out versions that need
+//! features the embedded log does not have (topic ids in Fetch 13+, batched OffsetFetch 8+ and
+//! FindCoordinator 4+, consumer-protocol heartbeats, client telemetry).
+
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::Message;
+use std::ops::RangeInclusive;
+
+/// (api, our min, our max); the offered range is this within the codec's own.
+const OFFERED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+];
+
+fn codec(api: ApiKey) -> (i16, i16) {
+    let v = match api {
+        ApiKey::Produce => ProduceRequest::VERSIONS,
+        ApiKey::Fetch => FetchRequest::VERSIONS,
+        ApiKey::ListOffsets => ListOffsetsRequest::VERSIONS,
+        ApiKey::Metadata => MetadataRequest::VERSIONS,
+        ApiKey::OffsetCommit => OffsetCommitRequest::VERSIONS,
+        ApiKey::OffsetFetch => OffsetFetchRequest::VERSIONS,
+        ApiKey::FindCoordinator => FindCoordinatorRequest::VERSIONS,
+        ApiKey::JoinGroup => JoinGroupRequest::VERSIONS,
+        ApiKey::Heartbeat => HeartbeatRequest::VERSIONS,
+        ApiKey::LeaveGroup => LeaveGroupRequest::VERSIONS,
+        ApiKey::SyncGroup => SyncGroupRequest::VERSIONS,
+        ApiKey::DescribeGroups => DescribeGroupsRequest::VERSIONS,
+        ApiKey::ListGroups => ListGroupsRequest::VERSIONS,
+        ApiKey::ApiVersions => ApiVersionsRequest::VERSIONS,
+        ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
+        _ => return (0, -1),
+    };
+    (v.min, v.max)
+}
+
+/// Every offered API with its version range.
+pub fn offered() -> impl Iterator<Item = (ApiKey, i16, i16)> {
+    OFFERED.iter().map(|&(api, min, max)| {
+        let (cmin, cmax) = codec(api);
+        (api, min.max(cmin), max.min(cmax))
+    })
+}
+
+/// The versions of `api` this broker answers, if it offers it at all.
+pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
+    offered().find(|(a, _, _)| *a == api).map(|(_, min, max)| min..=max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_clients_need() {
+        // librdkafka < 2.11 enables magic v2 only if Produce covers 3 and Fetch covers 4, and
+        // groups only if these start at 0 (notes/kafka-protocol.md).
+        for (api, v) in [(ApiKey::Produce, 3), (ApiKey::Fetch, 4), (ApiKey::Fetch, 12), (ApiKey::OffsetFetch, 1), (ApiKey::OffsetCommit, 2)] {
+            assert!(supported(api).unwrap().contains(&v), "{api:?} v{v}");
+        }
+        for api in [ApiKey::FindCoordinator, ApiKey::JoinGroup, ApiKey::SyncGroup, ApiKey::Heartbeat, ApiKey::LeaveGroup, ApiKey::ApiVersions, ApiKey::Metadata] {
+            assert_eq!(*supported(api).unwrap().start(), 0, "{api:?}");
+        }
+        assert_eq!(supported(ApiKey::Fetch), Some(4..=12), "no topic ids");
+        assert_eq!(supported(ApiKey::DeleteTopics), None);
+    }
+}
