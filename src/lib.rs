@@ -9,6 +9,7 @@
 //! - [`sink`]: the `Sink` trait the pipeline appends through, and its implementations.
 //! - [`cli`]: what the commands print.
 
+pub mod alloc;
 pub mod app;
 pub mod cli;
 pub mod config;

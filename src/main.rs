@@ -66,6 +66,10 @@ enum Command {
     },
 }
 
+/// Decoding a malformed Kafka request must not take the process down (see `alloc`).
+#[global_allocator]
+static ALLOCATOR: tributary::alloc::Allocator = tributary::alloc::Allocator;
+
 /// Exit codes: 0 success, 1 runtime failure, 2 usage or config error.
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;

@@ -146,7 +146,7 @@ mod tests {
             let mut generation = 0;
             let mut sent: Vec<(Token, u16, u64)> = Vec::new();
             let mut released: Vec<u16> = Vec::new();
-            let mut check = |acks: Vec<u16>, generation: u64, sent: &[(Token, u16, u64)], released: &mut Vec<u16>| {
+            let check = |acks: Vec<u16>, generation: u64, sent: &[(Token, u16, u64)], released: &mut Vec<u16>| {
                 for pkid in acks {
                     assert_eq!(sent[pkid as usize].2, generation, "ack {pkid} from an older connection");
                     assert!(released.last().is_none_or(|&last| last < pkid), "order: {pkid} after {released:?}");
@@ -165,9 +165,10 @@ mod tests {
                     check(acks, generation, &sent, &mut released);
                 }
             }
-            let mut order: Vec<usize> = (0..sent.len()).collect();
-            order.sort_by_key(|_| next());
-            for k in order {
+            // A random completion order for the rest.
+            let mut order: Vec<(u64, usize)> = (0..sent.len()).map(|k| (next(), k)).collect();
+            order.sort_unstable();
+            for (_, k) in order {
                 let acks = t.completed(sent[k].0);
                 check(acks, generation, &sent, &mut released);
             }
