@@ -37,8 +37,10 @@ pub async fn run<S: Sink>(mut deliveries: mpsc::Receiver<Delivery>, router: Arc<
     loop {
         if !failed.is_empty() && inflight.is_empty() {
             failed.sort_by_key(|(seq, _, _)| *seq);
-            for (_, delivery, error) in failed.drain(..) {
-                retry(delivery, error, &router, &sink, &acker, &mut stats).await;
+            for (i, (_, delivery, error)) in failed.drain(..).enumerate() {
+                // Only the oldest waits out the failure: once it is stored the sink works
+                // again, so the others go at once (and back off only if they fail again).
+                retry(delivery, error, i == 0, &router, &sink, &acker, &mut stats).await;
             }
             continue;
         }
@@ -78,15 +80,18 @@ pub async fn run<S: Sink>(mut deliveries: mpsc::Receiver<Delivery>, router: Arc<
     }
 }
 
-/// Stores one message's records, retrying with backoff while the failure is passing; a sink
-/// that refuses them for good gets a dead letter instead.
-async fn retry<S: Sink>(delivery: Delivery, mut error: SinkError, router: &Router, sink: &S, acker: &Acker, stats: &mut PipelineStats) {
+/// Stores one message's records, retrying with backoff while the failure is passing (the first
+/// attempt waits only if `wait_first`); a sink that refuses them for good gets a dead letter
+/// instead.
+async fn retry<S: Sink>(delivery: Delivery, mut error: SinkError, wait_first: bool, router: &Router, sink: &S, acker: &Acker, stats: &mut PipelineStats) {
     let mut attempt = 0u32;
     loop {
         stats.retries += 1;
         let records = router.route(&delivery.message);
         let records = if error.is_retryable() {
-            tokio::time::sleep(backoff(attempt)).await;
+            if wait_first || attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
             records
         } else {
             tracing::error!(topic = %delivery.message.topic, error = %error, "the sink refused a message's records; sending it to the dead-letter topic");

@@ -6,7 +6,9 @@
 //!
 //! The event loop runs in its own task and is never blocked on the pipeline for long: the
 //! pipeline holds at most `mqtt.max_inflight` messages (a semaphore), and MQTT 5's
-//! `receive_maximum` keeps the broker within that for QoS 1.
+//! `receive_maximum` keeps the broker within that for QoS 1. A message keeps its slot until
+//! its ack is released in order, not merely until it is stored, so the bound holds even against
+//! a broker that sends past the receive maximum (Mosquitto 2.0.11 does, after the first PUBACK).
 
 pub mod acks;
 pub mod session;
@@ -16,17 +18,17 @@ use crate::message::{Message, Qos};
 use crate::route::Subscription;
 use acks::{AckTracker, Token};
 use session::{Client, Session, SessionEvent};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// A received message on its way through the pipeline. Dropping it without `complete` leaves
-/// the message unacked (the broker redelivers it after a reconnect).
+/// the message unacked (the broker redelivers it after a reconnect) and its pipeline slot taken.
 pub struct Delivery {
     pub message: Message,
     token: Token,
-    _permit: OwnedSemaphorePermit,
 }
 
 /// Sends acks in arrival order, for the current connection only.
@@ -37,13 +39,20 @@ pub struct Acker {
 struct AckState {
     tracker: AckTracker,
     client: Client,
+    /// One pipeline slot per message in the tracker, in arrival order, freed as the tracker
+    /// releases the message: a message stored behind an older one still waiting keeps its slot.
+    permits: VecDeque<OwnedSemaphorePermit>,
 }
 
 impl Acker {
     /// The message's records are all durable: ack it (and any now unblocked) in order.
     pub fn complete(&self, delivery: Delivery) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        for pkid in state.tracker.completed(delivery.token) {
+        let before = state.tracker.inflight();
+        let acks = state.tracker.completed(delivery.token);
+        let released = before - state.tracker.inflight();
+        state.permits.drain(..released);
+        for pkid in acks {
             // Queued under the same lock a lost connection takes, so no ack of an old
             // connection can slip into the next one.
             if let Err(e) = state.client.try_ack(pkid) {
@@ -71,7 +80,7 @@ impl Ingress {
     /// Starts the session task; returns the ingress and the stream of deliveries.
     pub fn start(config: &MqttConfig, subscriptions: &[Subscription]) -> Result<(Ingress, mpsc::Receiver<Delivery>), session::SessionError> {
         let (client, session) = session::open(config)?;
-        let acker = Arc::new(Acker { state: Mutex::new(AckState { tracker: AckTracker::new(), client: client.clone() }) });
+        let acker = Arc::new(Acker { state: Mutex::new(AckState { tracker: AckTracker::new(), client: client.clone(), permits: VecDeque::new() }) });
         let capacity = config.max_inflight as usize;
         let (tx, rx) = mpsc::channel(capacity);
         let filters: Vec<(String, Qos)> = subscriptions.iter().map(|s| (config.broker_filter(&s.filter), s.qos)).collect();
@@ -188,9 +197,10 @@ impl Poller {
                     };
                     let token = {
                         let mut state = self.acker.state.lock().unwrap_or_else(|e| e.into_inner());
+                        state.permits.push_back(permit);
                         state.tracker.received((qos != Qos::AtMostOnce).then_some(pkid))
                     };
-                    if deliveries.send(Delivery { message, token, _permit: permit }).await.is_err() {
+                    if deliveries.send(Delivery { message, token }).await.is_err() {
                         self.deliveries = None;
                     }
                 }

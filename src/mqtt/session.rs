@@ -44,6 +44,8 @@ pub enum Client {
     V3(rumqttc::AsyncClient),
 }
 
+// One per process: boxing the larger event loop would save nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Session {
     V5(v5::EventLoop),
     V3(rumqttc::EventLoop),

@@ -327,3 +327,18 @@ pub async fn publish(port: u16, client_id: &str, qos: u8, messages: Vec<(String,
         }
     }
 }
+
+/// How many records `topic` holds now (end minus start offset of each partition), without
+/// decoding them. 0 while the log or topic does not exist; a partition whose directory is not
+/// there yet (the topic is being created: its `topic.json` comes first) counts as empty.
+pub fn count_records(dir: &Path, topic: &str) -> usize {
+    let Ok(reader) = LogReader::open(dir) else { return 0 };
+    let Some(&partitions) = reader.topic_names().get(topic) else { return 0 };
+    (0..partitions)
+        .map(|p| match reader.partition(topic, p) {
+            Ok(part) => (part.end_offset().0 - part.start_offset().0) as usize,
+            Err(_) if !dir.join(topic).join(p.to_string()).is_dir() => 0,
+            Err(e) => panic!("{topic}/{p}: {e}"),
+        })
+        .sum()
+}
