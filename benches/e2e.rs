@@ -147,6 +147,9 @@ impl Sink for Timed {
             result
         }
     }
+    fn resume(&self) {
+        self.inner.resume()
+    }
     async fn partition_counts(&self) -> Result<std::collections::BTreeMap<String, u32>, SinkError> {
         self.inner.partition_counts().await
     }

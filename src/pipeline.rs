@@ -5,7 +5,8 @@
 //! for one partition keep the order their messages arrived in, while many messages are in
 //! flight at once. When an append fails, reading stops (no new deliveries), what is in flight
 //! finishes, and the failed messages are retried in arrival order with backoff until they are
-//! stored; only then does reading resume. Nothing is acked that was not stored.
+//! stored; only then does reading resume. Nothing is acked that was not stored. The sink
+//! refuses appends made after a failed one until `Sink::resume`, so none overtakes it.
 
 use crate::mqtt::{Acker, Delivery};
 use crate::route::Router;
@@ -36,12 +37,10 @@ pub async fn run<S: Sink>(mut deliveries: mpsc::Receiver<Delivery>, router: Arc<
     let mut open = true;
     loop {
         if !failed.is_empty() && inflight.is_empty() {
+            // Nothing is in flight, so everything after the first failure has failed too (the
+            // sink fences): retry them all, in arrival order, until every one is stored.
             failed.sort_by_key(|(seq, _, _)| *seq);
-            for (i, (_, delivery, error)) in failed.drain(..).enumerate() {
-                // Only the oldest waits out the failure: once it is stored the sink works
-                // again, so the others go at once (and back off only if they fail again).
-                retry(delivery, error, i == 0, &router, &sink, &acker, &mut stats).await;
-            }
+            recover(std::mem::take(&mut failed), &router, &sink, &acker, &mut stats).await;
             continue;
         }
         if !open && inflight.is_empty() {
@@ -80,45 +79,48 @@ pub async fn run<S: Sink>(mut deliveries: mpsc::Receiver<Delivery>, router: Arc<
     }
 }
 
-/// Stores one message's records, retrying with backoff while the failure is passing (the first
-/// attempt waits only if `wait_first`); a sink that refuses them for good gets a dead letter
-/// instead.
-async fn retry<S: Sink>(delivery: Delivery, mut error: SinkError, wait_first: bool, router: &Router, sink: &S, acker: &Acker, stats: &mut PipelineStats) {
-    let mut attempt = 0u32;
-    loop {
-        stats.retries += 1;
-        let records = router.route(&delivery.message);
-        let records = if error.is_retryable() {
-            if wait_first || attempt > 0 {
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            records
-        } else {
-            tracing::error!(topic = %delivery.message.topic, error = %error, "the sink refused a message's records; sending it to the dead-letter topic");
-            stats.dead_letters += 1;
-            vec![router.rejected(&delivery.message, &records, &error.to_string())]
-        };
-        let dead_letter = records.len() == 1 && records[0].dead_letter.is_some() && !error.is_retryable();
-        match sink.append(records).await {
-            Ok(_) => {
-                acker.complete(delivery);
-                return;
-            }
-            Err(e) if dead_letter && !e.is_retryable() => {
-                // Not even the dead letter can be stored: say so loudly, and move on rather
-                // than hold every later message back for ever.
-                tracing::error!(topic = %delivery.message.topic, error = %e, "dead letter refused too; the message is acked without being stored");
-                acker.complete(delivery);
-                return;
-            }
-            Err(e) => {
-                if attempt == 0 || attempt.is_power_of_two() {
-                    tracing::warn!(error = %e, attempt, "append still failing; retrying");
+/// Retries failed messages in rounds until all are stored: each round lifts the sink's fence
+/// and submits every one still failing, in arrival order (so they keep that order in each
+/// partition), backing off between rounds. A message the sink refuses for good goes to the
+/// dead-letter topic instead.
+async fn recover<S: Sink>(mut failed: Vec<(u64, Delivery, SinkError)>, router: &Router, sink: &S, acker: &Acker, stats: &mut PipelineStats) {
+    let mut round = 0u32;
+    while !failed.is_empty() {
+        if round > 0 {
+            tokio::time::sleep(backoff(round - 1)).await;
+        }
+        sink.resume();
+        let attempts: Vec<_> = failed
+            .drain(..)
+            .map(|(seq, delivery, error)| {
+                stats.retries += 1;
+                let mut records = router.route(&delivery.message);
+                let dead_letter = !error.is_retryable();
+                if dead_letter {
+                    tracing::error!(topic = %delivery.message.topic, error = %error, "the sink refused a message's records for good; sending it to the dead-letter topic");
+                    stats.dead_letters += 1;
+                    records = vec![router.rejected(&delivery.message, &records, &error.to_string())];
                 }
-                error = e;
-                attempt = attempt.saturating_add(1);
+                let append = sink.append(records);
+                (seq, delivery, dead_letter, append)
+            })
+            .collect();
+        for (seq, delivery, dead_letter, append) in attempts {
+            match append.await {
+                Ok(_) => acker.complete(delivery),
+                Err(e) if dead_letter && !e.is_retryable() => {
+                    // Not even the dead letter can be stored: say so loudly, and move on
+                    // rather than hold every later message back for ever.
+                    tracing::error!(topic = %delivery.message.topic, error = %e, "dead letter refused too; the message is acked without being stored");
+                    acker.complete(delivery);
+                }
+                Err(e) => failed.push((seq, delivery, e)),
             }
         }
+        if !failed.is_empty() && (round == 0 || round.is_power_of_two()) {
+            tracing::warn!(error = %failed[0].2, waiting = failed.len(), round, "appends still failing; retrying");
+        }
+        round = round.saturating_add(1);
     }
 }
 

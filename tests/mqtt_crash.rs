@@ -2,7 +2,7 @@
 //! mid-stream, a sink that fails for a while (in process), and the real binary on a full disk.
 //! Every test counts exactly: lost records (must be 0), duplicates (reported, and bounded by
 //! `mqtt.max_inflight` per failure where the broker keeps to the receive maximum) and order per
-//! device. Two ignored tests document known bugs; run them with `-- --ignored`.
+//! device. One ignored test documents a broker limitation; run it with `-- --ignored`.
 
 mod support;
 
@@ -676,10 +676,13 @@ fn broker_restart_mid_stream_loses_nothing() {
 
 /// The embedded sink, failing every append made while `failing` is set with a retryable error,
 /// reported after `delay` (as a sink that times out would: appends keep being made meanwhile).
+/// Like any sink (the `Sink` contract), once an append fails it refuses the later ones too
+/// until `resume`.
 #[derive(Clone)]
 struct FlakySink {
     inner: EmbeddedSink,
     failing: Arc<AtomicBool>,
+    fenced: Arc<AtomicBool>,
     delay: Duration,
     refused: Arc<AtomicU64>,
 }
@@ -689,6 +692,7 @@ impl FlakySink {
         FlakySink {
             inner,
             failing: Arc::new(AtomicBool::new(false)),
+            fenced: Arc::new(AtomicBool::new(false)),
             delay,
             refused: Arc::new(AtomicU64::new(0)),
         }
@@ -700,7 +704,10 @@ impl Sink for FlakySink {
         &self,
         records: Vec<Record>,
     ) -> impl Future<Output = Result<Vec<Offset>, SinkError>> + Send + 'static {
-        let append = if self.failing.load(Ordering::SeqCst) {
+        if self.failing.load(Ordering::SeqCst) {
+            self.fenced.store(true, Ordering::SeqCst);
+        }
+        let append = if self.fenced.load(Ordering::SeqCst) {
             self.refused.fetch_add(1, Ordering::Relaxed);
             Err(SinkError::Log(LogError::io(
                 Path::new("flaky-sink"),
@@ -719,6 +726,13 @@ impl Sink for FlakySink {
                 }
             }
         }
+    }
+
+    fn resume(&self) {
+        if !self.failing.load(Ordering::SeqCst) {
+            self.fenced.store(false, Ordering::SeqCst);
+        }
+        self.inner.resume();
     }
 
     async fn partition_counts(&self) -> Result<BTreeMap<String, u32>, SinkError> {
@@ -1188,12 +1202,10 @@ async fn long_sink_outage_keeps_the_mqtt_session() {
 /// Short sink faults reported late (as a timed-out write is): appends made during a 5 ms fault
 /// fail 20 ms later, while appends made after the fault, before the pipeline hears of the
 /// failure, succeed; the failed ones are retried afterwards, so their records land after later
-/// records of the same device, in the same partition. Known bug (DESIGN §5: the pipeline must
-/// not reorder records bound for one partition), hence ignored; no loss, no duplicates. A fix
-/// needs the sink to fence a partition after a failed append (fail the appends queued behind
-/// it) or the pipeline to hold appends behind an unresolved one. Run with `-- --ignored`.
+/// records of the same device, in the same partition -- unless the sink fences after a failure
+/// and the pipeline lifts the fence only when it retries in order, which is what this checks
+/// (DESIGN §5: the pipeline must not reorder records bound for one partition).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a transient sink fault reorders records of one partition (see the test's doc)"]
 async fn transient_sink_faults_keep_order_per_device() {
     const N: usize = 5_000;
     let _ = tracing_subscriber::fmt()

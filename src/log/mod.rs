@@ -338,6 +338,13 @@ impl Log {
         async move { submitted?.await }
     }
 
+    /// Lifts every partition's fence after a failed write (see `PartitionHandle::resume`).
+    pub fn resume(&self) {
+        for partitions in self.topics.read().unwrap_or_else(|e| e.into_inner()).values() {
+            partitions.iter().for_each(PartitionHandle::resume);
+        }
+    }
+
     /// Creates `topic` with `partitions` if it does not exist; false when it already did.
     pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<bool, LogError> {
         if self.topics.read().unwrap_or_else(|e| e.into_inner()).contains_key(topic) {

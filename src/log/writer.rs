@@ -27,10 +27,12 @@ struct Append {
     reply: Reply,
 }
 
-/// What an append carries: records to encode, or batches a Kafka producer encoded.
+/// What an append carries: records to encode, or batches a Kafka producer encoded; or the
+/// word that the appender has seen a failure and the fence can go.
 enum Payload {
     Records(Vec<Record>),
     Batches(bytes::Bytes),
+    Resume,
 }
 
 impl Payload {
@@ -38,6 +40,7 @@ impl Payload {
         match self {
             Payload::Records(r) => r.iter().map(record_size).sum(),
             Payload::Batches(b) => b.len(),
+            Payload::Resume => 0,
         }
     }
 }
@@ -71,6 +74,14 @@ impl PartitionHandle {
     /// Appends batches a Kafka producer encoded, as `append` does records.
     pub fn append_batches(&self, batches: bytes::Bytes) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
         self.submit(Payload::Batches(batches))
+    }
+
+    /// After a failed write the partition refuses every later append (so none is stored
+    /// ahead of the failed one) until this, queued behind them: the appender has seen the
+    /// failure, holds nothing in flight, and will now retry in order.
+    pub fn resume(&self) {
+        // Queued now, which is what orders it; the reply does not matter.
+        drop(self.submit(Payload::Resume));
     }
 
     fn submit(&self, payload: Payload) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
@@ -116,6 +127,8 @@ async fn run(
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut open = true;
     let mut failure: Option<LogError> = None;
+    // Set by a failed write, cleared by `resume`: see `PartitionHandle::resume`.
+    let mut fence: Option<LogError> = None;
     loop {
         let want_sync =
             durability.fsync != FsyncPolicy::Never && syncing.is_none() && writer.unsynced();
@@ -172,7 +185,7 @@ async fn run(
                     }
                     continue;
                 }
-                let results = write_group(&mut writer, group);
+                let results = write_group(&mut writer, group, &mut fence);
                 if durability.fsync == FsyncPolicy::Never {
                     // Visible before anyone hears it is stored.
                     writer.publish(&writer.sync_point());
@@ -209,26 +222,52 @@ async fn run(
     }
 }
 
-/// Writes a group of appends, merging runs of record appends into as few batches as
-/// possible; one result per append, in order.
-fn write_group(writer: &mut PartitionWriter, group: Vec<Append>) -> Vec<(Result<Range<u64>, LogError>, Reply)> {
+/// Writes a group of appends in order, merging runs of record appends into as few batches as
+/// possible; one result per append. A failed write fences the partition (`fence`): later
+/// appends fail too until a `Resume`.
+fn write_group(writer: &mut PartitionWriter, group: Vec<Append>, fence: &mut Option<LogError>) -> Vec<(Result<Range<u64>, LogError>, Reply)> {
     let mut out = Vec::with_capacity(group.len());
     let mut run: Vec<(Vec<Record>, Reply)> = Vec::new();
     for append in group {
         match append.payload {
             Payload::Records(records) => run.push((records, append.reply)),
             Payload::Batches(bytes) => {
-                write_records(writer, std::mem::take(&mut run), &mut out);
-                out.push((writer.append_batches(&bytes), append.reply));
+                write_records(writer, std::mem::take(&mut run), &mut out, fence);
+                let result = match fence {
+                    Some(e) => Err(e.clone()),
+                    None => writer.append_batches(&bytes),
+                };
+                set_fence(&result, fence);
+                out.push((result, append.reply));
+            }
+            Payload::Resume => {
+                write_records(writer, std::mem::take(&mut run), &mut out, fence);
+                *fence = None;
+                let end = writer_end(writer);
+                out.push((Ok(end..end), append.reply));
             }
         }
     }
-    write_records(writer, run, &mut out);
+    write_records(writer, run, &mut out, fence);
     out
 }
 
-fn write_records(writer: &mut PartitionWriter, run: Vec<(Vec<Record>, Reply)>, out: &mut Vec<(Result<Range<u64>, LogError>, Reply)>) {
+/// A write that failed for I/O reasons fences the partition.
+fn set_fence(result: &Result<Range<u64>, LogError>, fence: &mut Option<LogError>) {
+    if let Err(e @ LogError::Io { .. }) = result {
+        if fence.is_none() {
+            tracing::warn!(error = %e, "write failed; refusing later appends until the appender retries in order");
+        }
+        *fence = Some(e.clone());
+    }
+}
+
+fn write_records(writer: &mut PartitionWriter, run: Vec<(Vec<Record>, Reply)>, out: &mut Vec<(Result<Range<u64>, LogError>, Reply)>, fence: &mut Option<LogError>) {
     if run.is_empty() {
+        return;
+    }
+    if let Some(e) = fence {
+        out.extend(run.into_iter().map(|(_, reply)| (Err(e.clone()), reply)));
         return;
     }
     let merged = writer.append(run.iter().flat_map(|(records, _)| records.iter()));
@@ -240,16 +279,22 @@ fn write_records(writer: &mut PartitionWriter, run: Vec<(Vec<Record>, Reply)>, o
                 start += records.len() as u64;
             }
         }
+        Err(e @ LogError::Io { .. }) => {
+            set_fence(&Err(e.clone()), fence);
+            out.extend(run.into_iter().map(|(_, reply)| (Err(e.clone()), reply)));
+        }
         // Too large together, or nothing to write: each on its own.
         Err(e) => {
             let alone = run.len() > 1;
             for (records, reply) in run {
                 let result = if records.is_empty() {
                     Ok(writer_end(writer)..writer_end(writer))
-                } else if alone {
-                    writer.append(records.iter())
+                } else if alone && fence.is_none() {
+                    let r = writer.append(records.iter());
+                    set_fence(&r, fence);
+                    r
                 } else {
-                    Err(e.clone())
+                    Err(fence.clone().unwrap_or_else(|| e.clone()))
                 };
                 out.push((result, reply));
             }

@@ -51,6 +51,10 @@ impl Sink for EmbeddedSink {
         }
     }
 
+    fn resume(&self) {
+        self.log.resume();
+    }
+
     async fn partition_counts(&self) -> Result<BTreeMap<String, u32>, SinkError> {
         Ok(self.log.partition_counts())
     }

@@ -40,6 +40,11 @@ pub trait Sink: Send + Sync + 'static {
     /// that order within each partition. On error, none of them may be treated as stored.
     fn append(&self, records: Vec<Record>) -> impl Future<Output = Result<Vec<Offset>, SinkError>> + Send + 'static;
 
+    /// After an append fails, the sink refuses every later append to that partition (so none
+    /// is stored ahead of the failed one) until this call: the caller has seen the failure, has
+    /// nothing in flight, and will retry in arrival order.
+    fn resume(&self);
+
     /// Partition counts of the topics that exist already: they win over the config.
     fn partition_counts(
         &self,
