@@ -38,7 +38,9 @@ impl PartitionShared {
     /// Opens a partition for reading only: nothing on disk changes, and an incomplete last
     /// batch (one being written right now) is the end of the log for now.
     pub fn open_read_only(topic: Arc<str>, partition: u32, dir: PathBuf) -> Result<Self, LogError> {
-        let segments = list_segments(&dir)?
+        // A topic's partition directories appear just after its topic.json: none yet is empty.
+        let bases = if dir.is_dir() { list_segments(&dir)? } else { Vec::new() };
+        let segments = bases
             .into_iter()
             .map(|base| SegmentData::open_read_only(&dir, base).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
@@ -92,7 +94,7 @@ impl PartitionShared {
             .saturating_sub(1);
         for (i, segment) in segments.iter().enumerate().skip(first) {
             if let Some(bytes) = segment.read(offset.0, max_bytes)? {
-                return Ok(bytes);
+                return Ok(below(bytes, end.0));
             }
             // A sealed segment that cannot serve an offset below the next segment's base has
             // lost batches (damage found when it was opened): report it, naming the file,
@@ -132,6 +134,26 @@ impl PartitionShared {
             moved
         });
     }
+}
+
+/// The batches of `bytes` (whole, valid batches in order) that start below `end`. A segment
+/// publishes its bytes before the partition's end offset moves past them (`publish` and `roll`
+/// notify afterwards), so a read can find batches at or past the end it checked `offset`
+/// against: serving them would let a reader run ahead of the end offset, and its next read
+/// (at an offset past that end) would fail as out of range.
+fn below(mut bytes: Bytes, end: u64) -> Bytes {
+    let mut pos = 0;
+    while let Ok(h) = batch::BatchHeader::parse(&bytes[pos..]) {
+        if h.base_offset as u64 >= end {
+            break;
+        }
+        pos += h.total_len();
+        if pos >= bytes.len() {
+            return bytes;
+        }
+    }
+    bytes.truncate(pos);
+    bytes
 }
 
 /// Writer settings for one partition.
