@@ -129,9 +129,14 @@ async fn run(
     let mut failure: Option<LogError> = None;
     // Set by a failed write, cleared by `resume`: see `PartitionHandle::resume`.
     let mut fence: Option<LogError> = None;
+    // Appends held until just before the next fsync, so all that one fsync covers goes out as
+    // one batch and one write: nothing written earlier could be acknowledged sooner anyway.
+    let mut held: Vec<Append> = Vec::new();
+    let mut held_bytes = 0usize;
     loop {
-        let want_sync =
-            durability.fsync != FsyncPolicy::Never && syncing.is_none() && writer.unsynced();
+        let want_sync = durability.fsync != FsyncPolicy::Never
+            && syncing.is_none()
+            && (writer.unsynced() || !held.is_empty());
         if !open && !want_sync && syncing.is_none() {
             break;
         }
@@ -153,11 +158,20 @@ async fn run(
                         for (_, _, reply) in waiting.drain(..) {
                             let _ = reply.send(Err(e.clone()));
                         }
+                        for a in held.drain(..) {
+                            let _ = a.reply.send(Err(e.clone()));
+                        }
                         failure = Some(e);
                     }
                 }
             }
             _ = tokio::time::sleep_until(last_sync + interval), if want_sync => {
+                held_bytes = 0;
+                let results = write_group(&mut writer, std::mem::take(&mut held), &mut fence);
+                answer(results, false, &mut waiting);
+                if !writer.unsynced() {
+                    continue;
+                }
                 let point = writer.sync_point();
                 let job = point.clone();
                 last_sync = Instant::now();
@@ -185,22 +199,20 @@ async fn run(
                     }
                     continue;
                 }
-                let results = write_group(&mut writer, group, &mut fence);
-                if durability.fsync == FsyncPolicy::Never {
-                    // Visible before anyone hears it is stored.
-                    writer.publish(&writer.sync_point());
-                }
-                for (range, reply) in results {
-                    match range {
-                        Ok(range) if durability.fsync == FsyncPolicy::Never || range.is_empty() => {
-                            let _ = reply.send(Ok(Offset(range.start)..Offset(range.end)));
-                        }
-                        Ok(range) => waiting.push_back((range.end, range, reply)),
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
+                if durability.fsync != FsyncPolicy::Never {
+                    held_bytes += bytes;
+                    held.extend(group);
+                    if held_bytes >= MERGE_BYTES {
+                        held_bytes = 0;
+                        let results = write_group(&mut writer, std::mem::take(&mut held), &mut fence);
+                        answer(results, false, &mut waiting);
                     }
+                    continue;
                 }
+                let results = write_group(&mut writer, group, &mut fence);
+                // Visible before anyone hears it is stored.
+                writer.publish(&writer.sync_point());
+                answer(results, true, &mut waiting);
             }
             _ = retention.tick() => {
                 if let Err(e) = writer.enforce_retention(now_ms()) {
@@ -219,6 +231,22 @@ async fn run(
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Replies to written appends: at once when `durable` (or empty), else once an fsync covers
+/// them; errors at once.
+fn answer(results: Vec<(Result<Range<u64>, LogError>, Reply)>, durable: bool, waiting: &mut VecDeque<(u64, Range<u64>, Reply)>) {
+    for (range, reply) in results {
+        match range {
+            Ok(range) if durable || range.is_empty() => {
+                let _ = reply.send(Ok(Offset(range.start)..Offset(range.end)));
+            }
+            Ok(range) => waiting.push_back((range.end, range, reply)),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
     }
 }
 
