@@ -128,6 +128,7 @@ impl KafkaApi {
     async fn connection(&self, mut stream: TcpStream) -> Result<(), ConnectionError> {
         stream.set_nodelay(true)?;
         let local = stream.local_addr()?;
+        let peer = stream.peer_addr()?;
         let mut frame = BytesMut::new();
         let mut out = BytesMut::new();
         loop {
@@ -141,16 +142,32 @@ impl KafkaApi {
             if len < 8 || len as usize > self.options.max_request_bytes {
                 return Err(ConnectionError::TooLarge(len.max(0) as usize));
             }
-            frame.resize(len as usize, 0);
-            stream.read_exact(&mut frame).await?;
+            // The rest of the frame must come within the idle timeout too (a client that sends a
+            // length and stalls would otherwise hold its connection for good), and the buffer
+            // grows with the bytes that arrive, not with the length a client claims.
+            let len = len as usize;
+            let body = async {
+                let mut body = (&mut stream).take(len as u64);
+                while frame.len() < len {
+                    frame.reserve((len - frame.len()).min(64 << 10));
+                    if body.read_buf(&mut frame).await? == 0 {
+                        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+                    }
+                }
+                Ok(())
+            };
+            match tokio::time::timeout(self.options.idle_timeout, body).await {
+                Err(_) => return Err(ConnectionError::Idle(self.options.idle_timeout)),
+                Ok(r) => r?,
+            }
             out.clear();
-            self.handle(frame.split().freeze(), local, &mut out).await?;
+            self.handle(frame.split().freeze(), local, peer, &mut out).await?;
             stream.write_all(&out).await?;
         }
     }
 
     /// Decodes one request and encodes its response (length prefix included) into `out`.
-    async fn handle(&self, mut frame: Bytes, local: SocketAddr, out: &mut BytesMut) -> Result<(), ConnectionError> {
+    async fn handle(&self, mut frame: Bytes, local: SocketAddr, peer: SocketAddr, out: &mut BytesMut) -> Result<(), ConnectionError> {
         let malformed = |e: anyhow::Error| ConnectionError::Malformed(format!("{e:#}"));
         // Frames are at least 8 bytes, so the api key is there to peek at.
         let api_key = ApiKey::try_from(frame.clone().get_i16()).map_err(|_| ConnectionError::Malformed("unknown API key".into()))?;
@@ -161,7 +178,8 @@ impl KafkaApi {
                 let request = RequestKind::decode(api_key, &mut frame, version).map_err(malformed)?;
                 // acks=0: the producer expects no answer at all.
                 let silent = matches!(&request, RequestKind::Produce(p) if p.acks == 0);
-                let response = self.dispatch(request, version, local).await;
+                let client = header.client_id.as_ref().map_or("", |c| c.as_str());
+                let response = self.dispatch(request, version, local, (client, peer)).await;
                 if silent {
                     return Ok(());
                 }
@@ -178,7 +196,7 @@ impl KafkaApi {
         encode(out, &header, version, &response)
     }
 
-    async fn dispatch(&self, request: RequestKind, version: i16, local: SocketAddr) -> ResponseKind {
+    async fn dispatch(&self, request: RequestKind, version: i16, local: SocketAddr, (client_id, peer): (&str, SocketAddr)) -> ResponseKind {
         let (host, port) = match &self.options.advertised {
             Some((h, p)) => (h.clone(), *p),
             None => (local.ip().to_string(), local.port()),
@@ -192,11 +210,24 @@ impl KafkaApi {
             RequestKind::Produce(r) => ResponseKind::Produce(handlers::produce(&ctx, r, version).await),
             RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(handlers::create_topics(&ctx, r, version)),
             RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(handlers::find_coordinator(&ctx, r, version)),
-            RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(self.groups.join_group(r, version).await),
+            RequestKind::JoinGroup(r) => {
+                let host = peer.ip().to_string();
+                ResponseKind::JoinGroup(self.groups.join_group_with_client(r, version, client_id, &host).await)
+            }
             RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.groups.sync_group(r, version).await),
             RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(self.groups.heartbeat(r, version)),
             RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(self.groups.leave_group(r, version)),
-            RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(self.groups.offset_commit(r, version)),
+            RequestKind::OffsetCommit(r) => {
+                // Durable before the answer: an fsync, kept off the async workers.
+                let groups = self.groups.clone();
+                match tokio::task::spawn_blocking(move || groups.offset_commit(r, version)).await {
+                    Ok(response) => ResponseKind::OffsetCommit(response),
+                    Err(e) => {
+                        tracing::error!(error = %e, "offset commit task failed");
+                        ResponseKind::OffsetCommit(Default::default())
+                    }
+                }
+            }
             RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(self.groups.offset_fetch(r, version)),
             RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(self.groups.describe_groups(r, version)),
             RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.groups.list_groups(r, version)),
