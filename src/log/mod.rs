@@ -186,7 +186,8 @@ pub struct Log {
     options: LogOptions,
     topics: RwLock<HashMap<String, Arc<[PartitionHandle]>>>,
     tasks: Mutex<Vec<JoinHandle<Result<(), LogError>>>>,
-    _lock: File,
+    /// Shared with every writer task: the lock holds until the last of them has stopped.
+    lock: Arc<File>,
 }
 
 /// One partition's extent, for `tributary topics`.
@@ -236,7 +237,7 @@ impl Log {
             options: options.clone(),
             topics: RwLock::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
-            _lock: lock,
+            lock: Arc::new(lock),
         };
         for (topic, meta) in read_topics(dir)? {
             log.start_topic(&topic, meta.partitions, clean)?;
@@ -256,6 +257,15 @@ impl Log {
             let dir = partition_dir(&self.options.dir, topic, p);
             let writer = PartitionWriter::open(name.clone(), p, dir, clean, self.options.writer())?;
             let (handle, task) = writer::spawn(writer, self.options.durability());
+            // A Log dropped without `close` leaves its writers running until they have written
+            // what was queued: the lock must hold until then, or another writer could open
+            // the same files meanwhile and both would write them.
+            let lock = self.lock.clone();
+            let task = tokio::spawn(async move {
+                let result = task.await;
+                drop(lock);
+                result.unwrap_or_else(|e| Err(LogError::Closed(format!("writer task: {e}"))))
+            });
             handles.push(handle);
             self.tasks
                 .lock()

@@ -192,12 +192,13 @@ impl PartitionWriter {
         let mut active = None;
         for (i, &base) in bases.iter().enumerate() {
             let last = i + 1 == bases.len();
-            let (writer, scan) = SegmentWriter::open(&dir, base, last && !clean, !last)?;
-            // A damaged sealed segment does not stop the partition: its valid prefix is
-            // served, and reads of the damaged rest report it (see `PartitionShared::read`).
-            let damaged = scan.is_some_and(|s| s.stopped.is_some());
+            let (writer, _) = SegmentWriter::open(&dir, base, last && !clean, !last)?;
+            // A damaged sealed segment (a bad batch, or cut short even at a batch boundary)
+            // does not stop the partition: its valid prefix is served, and reads of the
+            // missing rest report it (see `PartitionShared::read`). Only one that runs past
+            // the next segment's start cannot be made sense of.
             if let Some(next) = bases.get(i + 1) {
-                if writer.next_offset != *next && !damaged {
+                if writer.next_offset > *next {
                     return Err(LogError::Corrupt {
                         path: writer.data.path.clone(),
                         position: writer.len,

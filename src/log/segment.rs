@@ -110,7 +110,7 @@ impl SegmentData {
         )
         .unwrap_or_default();
         let data = SegmentData::new(base, path, file, index);
-        let (start, next) = data.index_start();
+        let (start, next) = data.index_start()?.unwrap_or((0, base));
         let mut end = data.scan(start, next, |_, _| {})?;
         if end.stopped.is_some() && end.len == start && start > 0 {
             // The indexed batch itself does not read back: trust nothing, walk from the start.
@@ -140,15 +140,34 @@ impl SegmentData {
     }
 
     /// Position and offset to scan from so the scan covers everything after the last index
-    /// entry: the start of the last indexed batch.
-    fn index_start(&self) -> (u64, u64) {
-        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-        match index.offsets.last() {
-            // The entry's batch starts at `position` and ends at `offset`; its base offset is
-            // unknown here, so the scan re-reads that batch without checking its base.
-            Some(e) => (u64::from(e.position), u64::MAX),
-            None => (0, self.base),
+    /// entry: the start of the last indexed batch, and its base offset. `None` when the batch
+    /// there does not end at the entry's offset (a stale or damaged index, or a damaged base
+    /// offset, which the CRC does not cover): then nothing can be taken from the index.
+    fn index_start(&self) -> Result<Option<(u64, u64)>, LogError> {
+        let last = self
+            .index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .offsets
+            .last()
+            .copied();
+        let Some(e) = last else {
+            return Ok(Some((0, self.base)));
+        };
+        // Checking the entry against its batch's header matters: a scan from here cannot
+        // check the first batch's base offset against anything else, and a wrong one would
+        // make the segment's end offset wrong.
+        let position = u64::from(e.position);
+        let mut header = [0u8; HEADER_LEN];
+        match self.file.read_exact_at(&mut header, position) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(err) => return Err(LogError::io(&self.path, err)),
         }
+        Ok(BatchHeader::parse(&header)
+            .ok()
+            .filter(|h| h.last_offset() as u64 == e.offset)
+            .map(|h| (position, h.base_offset as u64)))
     }
 
     /// Walks the batches from `start` to the end of the file, checking each (length, CRC, and
@@ -443,7 +462,11 @@ impl SegmentWriter {
             *data.index.write().unwrap_or_else(|e| e.into_inner()) = index;
             end
         } else {
-            let (start, next) = data.index_start();
+            let Some((start, next)) = data.index_start()? else {
+                // The last index entry does not match the log: verify the whole segment.
+                drop(data);
+                return Self::open(dir, base, true, sealed);
+            };
             let end = data.scan(start, next, |h, _| since_index += h.total_len() as u64)?;
             if end.stopped.is_some() {
                 // The tail does not check out after all: verify the whole segment.
