@@ -25,8 +25,13 @@ pub mod code {
     pub const TOPIC_ALREADY_EXISTS: i16 = 36;
     pub const INVALID_PARTITIONS: i16 = 37;
     pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+    pub const INVALID_RECORD: i16 = 87;
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
 }
+
+/// The most partitions CreateTopics makes for a topic, as for `topics.*.partitions` in the
+/// config: each is a directory, open files and a writer task.
+const MAX_PARTITIONS: i32 = 10_000;
 
 /// The longest a Fetch waits for data, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -230,19 +235,28 @@ pub async fn produce(ctx: &Context<'_>, r: ProduceRequest, _version: i16) -> Pro
     for t in &r.topic_data {
         for p in &t.partition_data {
             let records = p.records.clone().unwrap_or_default();
-            let append = ctx.log.append_batches(&t.name.0, p.index as u32, records);
+            let append = match offsets_disagree(&records) {
+                Some(why) => Err(why),
+                None => Ok(ctx.log.append_batches(&t.name.0, p.index as u32, records)),
+            };
             pending.push((t.name.clone(), p.index, append));
         }
     }
     let mut topics: Vec<TopicProduceResponse> = Vec::new();
     for (name, index, append) in pending {
         let answer = PartitionProduceResponse::default().with_index(index).with_log_append_time_ms(-1);
-        let answer = match append.await {
-            Ok(range) => answer.with_base_offset(range.start.0 as i64),
-            Err(e) => {
-                tracing::warn!(topic = %name.0, partition = index, error = %e, "produce failed");
-                answer.with_error_code(error_code(&e)).with_base_offset(-1).with_error_message(Some(s(e.to_string())))
+        let answer = match append {
+            Err(why) => {
+                tracing::warn!(topic = %name.0, partition = index, why, "produce refused");
+                answer.with_error_code(code::INVALID_RECORD).with_base_offset(-1).with_error_message(Some(s(why)))
             }
+            Ok(append) => match append.await {
+                Ok(range) => answer.with_base_offset(range.start.0 as i64),
+                Err(e) => {
+                    tracing::warn!(topic = %name.0, partition = index, error = %e, "produce failed");
+                    answer.with_error_code(error_code(&e)).with_base_offset(-1).with_error_message(Some(s(e.to_string())))
+                }
+            },
         };
         match topics.iter_mut().find(|t| t.name == name) {
             Some(t) => t.partition_responses.push(answer),
@@ -252,6 +266,20 @@ pub async fn produce(ctx: &Context<'_>, r: ProduceRequest, _version: i16) -> Pro
     ProduceResponse::default().with_responses(topics)
 }
 
+/// Why a producer's batches must not be stored: one whose offset range (last offset delta + 1)
+/// is not its record count, which Kafka refuses too (INVALID_RECORD). Stored, a single record
+/// could move the partition's offsets on by up to 2^31. Damaged bytes are left for the log to
+/// report.
+fn offsets_disagree(mut batches: &[u8]) -> Option<String> {
+    while let Ok(h) = crate::log::batch::BatchHeader::parse(batches) {
+        if i64::from(h.last_offset_delta) + 1 != i64::from(h.record_count) {
+            return Some(format!("a batch of {} records has a last offset delta of {}", h.record_count, h.last_offset_delta));
+        }
+        batches = batches.get(h.total_len()..).unwrap_or_default();
+    }
+    None
+}
+
 pub fn create_topics(ctx: &Context<'_>, r: CreateTopicsRequest, _version: i16) -> CreateTopicsResponse {
     let topics = r
         .topics
@@ -259,8 +287,8 @@ pub fn create_topics(ctx: &Context<'_>, r: CreateTopicsRequest, _version: i16) -
         .map(|t| {
             let answer = CreatableTopicResult::default().with_name(t.name.clone());
             let partitions = if t.num_partitions == -1 { 1 } else { t.num_partitions };
-            if partitions < 1 {
-                return answer.with_error_code(code::INVALID_PARTITIONS).with_error_message(Some(s("partitions must be at least 1")));
+            if !(1..=MAX_PARTITIONS).contains(&partitions) {
+                return answer.with_error_code(code::INVALID_PARTITIONS).with_error_message(Some(s(format!("partitions must be 1 to {MAX_PARTITIONS}"))));
             }
             if !(t.replication_factor == -1 || t.replication_factor == 1) {
                 return answer.with_error_code(code::INVALID_REPLICATION_FACTOR).with_error_message(Some(s("a single broker: replication factor 1")));

@@ -15,7 +15,11 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_tributary");
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `f` every 20 ms until it returns true or `limit` passes.
@@ -31,7 +35,9 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 fn signal(child: &Child, sig: &str) {
-    let _ = Command::new("kill").args([sig, &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status();
 }
 
 /// A Mosquitto broker on a free loopback port, configured for lossless tests
@@ -56,13 +62,21 @@ impl Mosquitto {
             dir.path().display()
         );
         std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
-        let mut m = Mosquitto { port, child: None, dir };
+        let mut m = Mosquitto {
+            port,
+            child: None,
+            dir,
+        };
         m.spawn();
         m
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("mosquitto.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("mosquitto.log"))
+            .unwrap();
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(self.dir.path().join("mosquitto.conf"))
@@ -72,7 +86,14 @@ impl Mosquitto {
             .expect("mosquitto is installed (apt-get install mosquitto)");
         self.child = Some(child);
         let port = self.port;
-        assert!(wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()), "mosquitto did not start");
+        assert!(
+            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "mosquitto did not start"
+        );
     }
 
     pub fn url(&self) -> String {
@@ -120,7 +141,11 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let yaml = yaml.replace("DATA_DIR", &dir.path().join("data").display().to_string());
         std::fs::write(dir.path().join("bridge.yaml"), yaml).unwrap();
-        Gateway { dir, child: None, starts: 0 }
+        Gateway {
+            dir,
+            child: None,
+            starts: 0,
+        }
     }
 
     /// A config for the broker at `url` with `routes` (YAML list items) and extra `mqtt` keys.
@@ -150,7 +175,11 @@ impl Gateway {
     pub fn start(&mut self) {
         self.spawn();
         let path = self.log_path();
-        let ok = wait_until(Duration::from_secs(15), || std::fs::read_to_string(&path).unwrap_or_default().contains("MQTT connected"));
+        let ok = wait_until(Duration::from_secs(15), || {
+            std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .contains("MQTT connected")
+        });
         assert!(ok, "gateway did not connect:\n{}", self.log());
         // The SUBSCRIBE goes out right after the CONNACK.
         std::thread::sleep(Duration::from_millis(200));
@@ -190,7 +219,11 @@ impl Gateway {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "gateway did not exit after SIGTERM:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not exit after SIGTERM:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -218,7 +251,8 @@ impl Gateway {
         let mut all = String::new();
         for i in 1..=self.starts {
             let mut s = String::new();
-            if let Ok(mut f) = std::fs::File::open(self.dir.path().join(format!("gateway-{i}.log"))) {
+            if let Ok(mut f) = std::fs::File::open(self.dir.path().join(format!("gateway-{i}.log")))
+            {
                 let _ = f.read_to_string(&mut s);
             }
             all.push_str(&format!("--- start {i} ---\n{s}"));
@@ -250,7 +284,10 @@ pub struct Stored {
 
 impl Stored {
     pub fn header(&self, key: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     pub fn value_str(&self) -> &str {
         std::str::from_utf8(&self.value).unwrap()
@@ -260,8 +297,12 @@ impl Stored {
 /// Every record of `topic` in the log at `dir`; empty when the topic does not exist yet.
 pub fn read_topic(dir: &Path, topic: &str) -> BTreeMap<u32, Vec<Stored>> {
     let mut out = BTreeMap::new();
-    let Ok(reader) = LogReader::open(dir) else { return out };
-    let Some(&partitions) = reader.topic_names().get(topic) else { return out };
+    let Ok(reader) = LogReader::open(dir) else {
+        return out;
+    };
+    let Some(&partitions) = reader.topic_names().get(topic) else {
+        return out;
+    };
     for p in 0..partitions {
         let part = reader.partition(topic, p).unwrap();
         let mut records = Vec::new();
@@ -280,7 +321,17 @@ pub fn read_topic(dir: &Path, topic: &str) -> BTreeMap<u32, Vec<Stored>> {
                             timestamp_ms: r.timestamp_ms,
                             key: r.key,
                             value: r.value.unwrap_or_default(),
-                            headers: r.headers.into_iter().map(|h| (h.key, String::from_utf8_lossy(&h.value.unwrap_or_default()).into_owned())).collect(),
+                            headers: r
+                                .headers
+                                .into_iter()
+                                .map(|h| {
+                                    (
+                                        h.key,
+                                        String::from_utf8_lossy(&h.value.unwrap_or_default())
+                                            .into_owned(),
+                                    )
+                                })
+                                .collect(),
                         });
                     }
                 }
@@ -302,7 +353,11 @@ pub async fn publish(port: u16, client_id: &str, qos: u8, messages: Vec<(String,
     options.set_outgoing_inflight_upper_limit(100);
     let (client, mut eventloop) = AsyncClient::new(options, 1000);
     let total = messages.len();
-    let qos = if qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+    let qos = if qos == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    };
     let sender = tokio::spawn(async move {
         for (topic, payload) in messages {
             client.publish(topic, qos, false, payload).await.unwrap();
@@ -312,7 +367,11 @@ pub async fn publish(port: u16, client_id: &str, qos: u8, messages: Vec<(String,
     let mut acked = 0;
     let mut sent = 0;
     while (qos == QoS::AtLeastOnce && acked < total) || (qos == QoS::AtMostOnce && sent < total) {
-        match tokio::time::timeout(Duration::from_secs(30), eventloop.poll()).await.expect("publisher stalled").unwrap() {
+        match tokio::time::timeout(Duration::from_secs(30), eventloop.poll())
+            .await
+            .expect("publisher stalled")
+            .unwrap()
+        {
             Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::PubAck(_)) => acked += 1,
             Event::Outgoing(rumqttc::Outgoing::Publish(_)) => sent += 1,
             _ => {}
@@ -322,7 +381,10 @@ pub async fn publish(port: u16, client_id: &str, qos: u8, messages: Vec<(String,
     let _ = client.disconnect().await;
     // Let the DISCONNECT (and any QoS 0 bytes) go out.
     for _ in 0..5 {
-        if tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await.is_err() {
+        if tokio::time::timeout(Duration::from_millis(200), eventloop.poll())
+            .await
+            .is_err()
+        {
             break;
         }
     }
@@ -332,8 +394,12 @@ pub async fn publish(port: u16, client_id: &str, qos: u8, messages: Vec<(String,
 /// decoding them. 0 while the log or topic does not exist; a partition whose directory is not
 /// there yet (the topic is being created: its `topic.json` comes first) counts as empty.
 pub fn count_records(dir: &Path, topic: &str) -> usize {
-    let Ok(reader) = LogReader::open(dir) else { return 0 };
-    let Some(&partitions) = reader.topic_names().get(topic) else { return 0 };
+    let Ok(reader) = LogReader::open(dir) else {
+        return 0;
+    };
+    let Some(&partitions) = reader.topic_names().get(topic) else {
+        return 0;
+    };
     (0..partitions)
         .map(|p| match reader.partition(topic, p) {
             Ok(part) => (part.end_offset().0 - part.start_offset().0) as usize,
