@@ -18,7 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::{Gateway, Mosquitto};
-use tributary::config::{Config, EmbeddedConfig, FsyncPolicy, HumanDuration, MqttConfig, RouteConfig};
+use tributary::config::{
+    Config, EmbeddedConfig, FsyncPolicy, HumanDuration, MqttConfig, RouteConfig,
+};
 use tributary::log::{Log, LogOptions, LogReader, Offset};
 use tributary::message::Qos;
 use tributary::record::Record;
@@ -31,7 +33,10 @@ const TOPICS: usize = 100;
 const PUBLISHERS: usize = 4;
 
 fn now_us() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
 }
 
 /// A 100-byte payload starting with the publish time in microseconds.
@@ -47,7 +52,8 @@ async fn publish(port: u16, count: usize, rate: Option<u64>) {
     let mut tasks = Vec::new();
     for p in 0..PUBLISHERS {
         tasks.push(tokio::spawn(async move {
-            let mut options = MqttOptions::new(format!("bench-pub-{p}-{}", now_us()), "127.0.0.1", port);
+            let mut options =
+                MqttOptions::new(format!("bench-pub-{p}-{}", now_us()), "127.0.0.1", port);
             options.set_outgoing_inflight_upper_limit(500);
             let (client, mut eventloop) = AsyncClient::new(options, 1000);
             let mine = (p..count).step_by(PUBLISHERS).count();
@@ -55,10 +61,19 @@ async fn publish(port: u16, count: usize, rate: Option<u64>) {
                 let start = Instant::now();
                 for (i, seq) in (p..count).step_by(PUBLISHERS).enumerate() {
                     if let Some(rate) = rate {
-                        let due = start + Duration::from_secs_f64(i as f64 * PUBLISHERS as f64 / rate as f64);
+                        let due = start
+                            + Duration::from_secs_f64(i as f64 * PUBLISHERS as f64 / rate as f64);
                         tokio::time::sleep_until(due.into()).await;
                     }
-                    client.publish(format!("devices/d{}/telemetry", seq % TOPICS), QoS::AtLeastOnce, false, payload(seq)).await.unwrap();
+                    client
+                        .publish(
+                            format!("devices/d{}/telemetry", seq % TOPICS),
+                            QoS::AtLeastOnce,
+                            false,
+                            payload(seq),
+                        )
+                        .await
+                        .unwrap();
                 }
                 client
             });
@@ -84,7 +99,10 @@ async fn bare_subscriber(broker: &Mosquitto) -> f64 {
     let mut options = MqttOptions::new("bench-bare", "127.0.0.1", broker.port);
     options.set_receive_maximum(Some(1024));
     let (client, mut eventloop) = AsyncClient::new(options, 1000);
-    client.subscribe("devices/+/telemetry", QoS::AtLeastOnce).await.unwrap();
+    client
+        .subscribe("devices/+/telemetry", QoS::AtLeastOnce)
+        .await
+        .unwrap();
     loop {
         if let Event::Incoming(Packet::SubAck(_)) = eventloop.poll().await.unwrap() {
             break;
@@ -104,14 +122,22 @@ async fn bare_subscriber(broker: &Mosquitto) -> f64 {
 }
 
 fn stored(dir: &std::path::Path) -> u64 {
-    LogReader::open(dir).ok().and_then(|r| r.topics().ok()).map_or(0, |t| t.values().flatten().map(|p| p.end.0 - p.start.0).sum())
+    LogReader::open(dir)
+        .ok()
+        .and_then(|r| r.topics().ok())
+        .map_or(0, |t| {
+            t.values().flatten().map(|p| p.end.0 - p.start.0).sum()
+        })
 }
 
 /// The `tributary` binary: messages/s from the first publish to the last record stored, and
 /// its peak RSS in KiB.
 async fn tributary_binary(broker: &Mosquitto) -> (f64, u64) {
     let routes = r#"  - { name: telemetry, from: "devices/{device}/telemetry", to: telemetry, key: "{device}" }"#;
-    let mut gw = Gateway::new(&Gateway::config(&broker.url(), "bench-gw", ", max_inflight: 1024", routes).replace("fsync_interval: 2ms", "fsync_interval: 5ms"));
+    let mut gw = Gateway::new(
+        &Gateway::config(&broker.url(), "bench-gw", ", max_inflight: 1024", routes)
+            .replace("fsync_interval: 2ms", "fsync_interval: 5ms"),
+    );
     gw.start();
     let start = Instant::now();
     let publisher = tokio::spawn(publish(broker.port, MESSAGES, None));
@@ -120,8 +146,13 @@ async fn tributary_binary(broker: &Mosquitto) -> (f64, u64) {
     }
     let rate = MESSAGES as f64 / start.elapsed().as_secs_f64();
     publisher.await.unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.pid().unwrap())).unwrap_or_default();
-    let rss_kib = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()).unwrap_or(0);
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", gw.pid().unwrap())).unwrap_or_default();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0);
     assert!(gw.terminate().success());
     (rate, rss_kib)
 }
@@ -135,14 +166,28 @@ struct Timed {
 }
 
 impl Sink for Timed {
-    fn append(&self, records: Vec<Record>) -> impl std::future::Future<Output = Result<Vec<Offset>, SinkError>> + Send + 'static {
-        let sent: Vec<u64> = records.iter().map(|r| std::str::from_utf8(&r.value[..20]).unwrap().parse().unwrap()).collect();
+    fn append(
+        &self,
+        records: Vec<Record>,
+    ) -> impl std::future::Future<Output = Result<Vec<Offset>, SinkError>> + Send + 'static {
+        let sent: Vec<u64> = records
+            .iter()
+            .map(|r| {
+                std::str::from_utf8(&r.value[..20])
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
         let append = self.inner.append(records);
         let (latencies, done) = (self.latencies.clone(), self.done.clone());
         async move {
             let result = append.await;
             let now = now_us();
-            latencies.lock().unwrap().extend(sent.iter().map(|s| now.saturating_sub(*s)));
+            latencies
+                .lock()
+                .unwrap()
+                .extend(sent.iter().map(|s| now.saturating_sub(*s)));
             done.fetch_add(sent.len() as u64, Ordering::Relaxed);
             result
         }
@@ -161,8 +206,18 @@ impl Sink for Timed {
 /// p50 and p99 publish-to-durable latency, in ms, at `rate` messages/s, in process.
 async fn latency(broker: &Mosquitto, rate: u64, count: usize) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let embedded = EmbeddedConfig { dir: dir.path().to_path_buf(), fsync: FsyncPolicy::Interval, fsync_interval: HumanDuration::from_millis(5), ..Default::default() };
-    let mqtt = MqttConfig { url: broker.url(), client_id: "bench-latency".into(), max_inflight: 1024, ..Default::default() };
+    let embedded = EmbeddedConfig {
+        dir: dir.path().to_path_buf(),
+        fsync: FsyncPolicy::Interval,
+        fsync_interval: HumanDuration::from_millis(5),
+        ..Default::default()
+    };
+    let mqtt = MqttConfig {
+        url: broker.url(),
+        client_id: "bench-latency".into(),
+        max_inflight: 1024,
+        ..Default::default()
+    };
     let route = RouteConfig {
         name: Some("telemetry".into()),
         from: "devices/{device}/telemetry".into(),
@@ -172,16 +227,34 @@ async fn latency(broker: &Mosquitto, rate: u64, count: usize) -> (f64, f64) {
         format: None,
         headers: Default::default(),
     };
-    let mut config = Config { mqtt, routes: vec![route], ..Default::default() };
+    let mut config = Config {
+        mqtt,
+        routes: vec![route],
+        ..Default::default()
+    };
     config.log.embedded = embedded;
-    let log = Arc::new(Log::open(LogOptions::new(&config.log.embedded, &config.topics)).await.unwrap());
-    let sink = Timed { inner: EmbeddedSink::new(log.clone()), latencies: Default::default(), done: Default::default() };
+    let log = Arc::new(
+        Log::open(LogOptions::new(&config.log.embedded, &config.topics))
+            .await
+            .unwrap(),
+    );
+    let sink = Timed {
+        inner: EmbeddedSink::new(log.clone()),
+        latencies: Default::default(),
+        done: Default::default(),
+    };
     let router = Arc::new(Router::new(&config).unwrap());
-    let (ingress, deliveries) = tributary::mqtt::Ingress::start(&config.mqtt, &router.subscriptions()).unwrap();
+    let (ingress, deliveries) =
+        tributary::mqtt::Ingress::start(&config.mqtt, &router.subscriptions()).unwrap();
     let mut connected = ingress.connected();
     connected.wait_for(|c| *c).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let pipeline = tokio::spawn(tributary::pipeline::run(deliveries, router, sink.clone(), ingress.acker()));
+    let pipeline = tokio::spawn(tributary::pipeline::run(
+        deliveries,
+        router,
+        sink.clone(),
+        ingress.acker(),
+    ));
     publish(broker.port, count, Some(rate)).await;
     while sink.done.load(Ordering::Relaxed) < count as u64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -197,7 +270,10 @@ async fn latency(broker: &Mosquitto, rate: u64, count: usize) -> (f64, f64) {
 
 fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         println!("end to end: {MESSAGES} QoS 1 messages, 100 bytes, {TOPICS} topics, {PUBLISHERS} publishers; fsync interval 5ms");
         let broker = Mosquitto::start();

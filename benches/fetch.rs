@@ -43,7 +43,8 @@ fn consume(bootstrap: &str) -> (f64, u64) {
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        tpl.add_partition_offset(TOPIC, p, KafkaOffset::Beginning).unwrap();
+        tpl.add_partition_offset(TOPIC, p, KafkaOffset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let start = Instant::now();
@@ -67,13 +68,23 @@ fn main() {
         println!("{bootstrap}: {rate:.0} records/s");
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let keep = std::env::var_os("FETCH_BENCH_DIR");
     let mut topics = TopicsConfig::default();
-    topics.topics.insert(TOPIC.into(), TopicConfig { partitions: PARTITIONS as u32 });
+    topics.topics.insert(
+        TOPIC.into(),
+        TopicConfig {
+            partitions: PARTITIONS as u32,
+        },
+    );
     let options = LogOptions {
-        dir: keep.clone().map_or_else(|| dir.path().to_path_buf(), std::path::PathBuf::from),
+        dir: keep
+            .clone()
+            .map_or_else(|| dir.path().to_path_buf(), std::path::PathBuf::from),
         segment_bytes: 128 << 20,
         fsync: FsyncPolicy::Never,
         fsync_interval: Duration::from_millis(5),
@@ -111,11 +122,16 @@ fn main() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = tokio_util::sync::CancellationToken::new();
-        let server = tokio::spawn(KafkaApi::new(log, offsets, ServerOptions::default()).serve(listener, stop.clone()));
+        let server = tokio::spawn(
+            KafkaApi::new(log, offsets, ServerOptions::default()).serve(listener, stop.clone()),
+        );
         (addr.to_string(), stop, server)
     });
     let (tributary, bytes) = consume(&bootstrap);
-    println!("  tributary (embedded log):  {tributary:>10.0} records/s  {:>7.1} MB/s of values", tributary * bytes as f64 / RECORDS as f64 / 1e6);
+    println!(
+        "  tributary (embedded log):  {tributary:>10.0} records/s  {:>7.1} MB/s of values",
+        tributary * bytes as f64 / RECORDS as f64 / 1e6
+    );
 
     // The same records in rdkafka's mock cluster, then the same consumer.
     let mock = MockCluster::new(1).expect("mock cluster");
@@ -130,7 +146,10 @@ fn main() {
     for i in 0..RECORDS {
         let (key, payload) = (format!("k{}", i % 100), value(i));
         let p = (i / 500) as i32 % PARTITIONS;
-        let mut record = BaseRecord::to(TOPIC).partition(p).key(&key).payload(&payload);
+        let mut record = BaseRecord::to(TOPIC)
+            .partition(p)
+            .key(&key)
+            .payload(&payload);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -144,15 +163,27 @@ fn main() {
     producer.flush(Duration::from_secs(60)).unwrap();
     let held: i64 = (0..PARTITIONS)
         .map(|p| {
-            let (lo, hi) = producer.client().fetch_watermarks(TOPIC, p, Duration::from_secs(5)).unwrap();
-            assert_eq!(lo, 0, "the mock cluster dropped old records of partition {p}");
+            let (lo, hi) = producer
+                .client()
+                .fetch_watermarks(TOPIC, p, Duration::from_secs(5))
+                .unwrap();
+            assert_eq!(
+                lo, 0,
+                "the mock cluster dropped old records of partition {p}"
+            );
             hi
         })
         .sum();
     assert_eq!(held, RECORDS as i64, "the mock cluster holds every record");
     let (mock_rate, _) = consume(&mock.bootstrap_servers());
     println!("  rdkafka mock cluster:      {mock_rate:>10.0} records/s   (baseline)");
-    println!("  ratio {:.2} (goal >= 1.0); goal >= 1,000,000 records/s: {}", tributary / mock_rate, if tributary >= 1e6 { "met" } else { "MISSED" });
+    println!(
+        "  ratio {:.2} (goal >= 1.0); goal >= 1,000,000 records/s: {}",
+        tributary / mock_rate,
+        if tributary >= 1e6 { "met" } else { "MISSED" }
+    );
     stop.cancel();
-    runtime.block_on(async { let _ = server.await; });
+    runtime.block_on(async {
+        let _ = server.await;
+    });
 }

@@ -97,7 +97,11 @@ mod tests {
             p.add(layout.size() - 1).write(9);
             assert_eq!(p.read(), 7);
             let q = a.realloc(p, layout, 4096);
-            assert_eq!(q.read(), 7, "contents move with a shrink below the threshold");
+            assert_eq!(
+                q.read(),
+                7,
+                "contents move with a shrink below the threshold"
+            );
             a.dealloc(q, Layout::from_size_align(4096, 8).unwrap());
         }
         unsafe {

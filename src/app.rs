@@ -35,21 +35,34 @@ pub enum AppError {
 }
 
 /// Starts the Kafka API listener when `kafka_listener` is set; returns how to stop it.
-async fn start_kafka_listener(config: &Config, log: &Arc<Log>) -> Result<Option<(CancellationToken, tokio::task::JoinHandle<()>)>, AppError> {
+async fn start_kafka_listener(
+    config: &Config,
+    log: &Arc<Log>,
+) -> Result<Option<(CancellationToken, tokio::task::JoinHandle<()>)>, AppError> {
     let embedded = &config.log.embedded;
-    let Some(addr) = embedded.kafka_listener else { return Ok(None) };
+    let Some(addr) = embedded.kafka_listener else {
+        return Ok(None);
+    };
     let offsets = GroupOffsets::open(&embedded.dir).map_err(|e| AppError::Other(e.to_string()))?;
     for damaged in offsets.damaged() {
         tracing::warn!(%damaged, "consumer-group offsets file skipped");
     }
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| AppError::Other(format!("log.embedded.kafka_listener: cannot listen on {addr}: {e}")))?;
-    let options = ServerOptions { advertised: embedded.advertised().map_err(AppError::Config)?, ..Default::default() };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        AppError::Other(format!(
+            "log.embedded.kafka_listener: cannot listen on {addr}: {e}"
+        ))
+    })?;
+    let options = ServerOptions {
+        advertised: embedded.advertised().map_err(AppError::Config)?,
+        ..Default::default()
+    };
     let api = KafkaApi::new(log.clone(), Arc::new(offsets), options);
     let stop = CancellationToken::new();
     tracing::info!(%addr, "Kafka API listening");
-    Ok(Some((stop.clone(), tokio::spawn(api.serve(listener, stop)))))
+    Ok(Some((
+        stop.clone(),
+        tokio::spawn(api.serve(listener, stop)),
+    )))
 }
 
 /// Runs the gateway until `shutdown` resolves, then drains and stops.
@@ -57,7 +70,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     // rumqttc's rustls needs a process-wide crypto provider; a second install is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     if config.log.backend != Backend::Embedded {
-        return Err(AppError::Config("log.backend: kafka is not available in this version yet; use embedded".into()));
+        return Err(AppError::Config(
+            "log.backend: kafka is not available in this version yet; use embedded".into(),
+        ));
     }
     let log = Arc::new(Log::open(LogOptions::new(&config.log.embedded, &config.topics)).await?);
     let kafka = start_kafka_listener(&config, &log).await?;
@@ -79,7 +94,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let router = Arc::new(router);
     let (ingress, deliveries) = Ingress::start(&config.mqtt, &router.subscriptions())?;
     tracing::info!(dir = %config.log.embedded.dir.display(), routes = router.routes().len(), "tributary running");
-    let mut pipeline = tokio::spawn(pipeline::run(deliveries, router, sink.clone(), ingress.acker()));
+    let mut pipeline = tokio::spawn(pipeline::run(
+        deliveries,
+        router,
+        sink.clone(),
+        ingress.acker(),
+    ));
 
     tokio::select! {
         _ = shutdown => tracing::info!("shutting down: finishing messages in flight"),
@@ -109,6 +129,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     match drained {
         Ok(Ok(_)) => Ok(()),
-        _ => Err(AppError::Other("shutdown did not finish every message in flight".into())),
+        _ => Err(AppError::Other(
+            "shutdown did not finish every message in flight".into(),
+        )),
     }
 }

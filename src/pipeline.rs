@@ -29,7 +29,12 @@ pub struct PipelineStats {
 }
 
 /// Runs until the delivery stream ends and everything received is stored and acked.
-pub async fn run<S: Sink>(mut deliveries: mpsc::Receiver<Delivery>, router: Arc<Router>, sink: S, acker: Arc<Acker>) -> PipelineStats {
+pub async fn run<S: Sink>(
+    mut deliveries: mpsc::Receiver<Delivery>,
+    router: Arc<Router>,
+    sink: S,
+    acker: Arc<Acker>,
+) -> PipelineStats {
     let mut stats = PipelineStats::default();
     let mut inflight = FuturesUnordered::new();
     let mut failed: Vec<(u64, Delivery, SinkError)> = Vec::new();
@@ -40,7 +45,14 @@ pub async fn run<S: Sink>(mut deliveries: mpsc::Receiver<Delivery>, router: Arc<
             // Nothing is in flight, so everything after the first failure has failed too (the
             // sink fences): retry them all, in arrival order, until every one is stored.
             failed.sort_by_key(|(seq, _, _)| *seq);
-            recover(std::mem::take(&mut failed), &router, &sink, &acker, &mut stats).await;
+            recover(
+                std::mem::take(&mut failed),
+                &router,
+                &sink,
+                &acker,
+                &mut stats,
+            )
+            .await;
             continue;
         }
         if !open && inflight.is_empty() {
@@ -83,7 +95,13 @@ pub async fn run<S: Sink>(mut deliveries: mpsc::Receiver<Delivery>, router: Arc<
 /// and submits every one still failing, in arrival order (so they keep that order in each
 /// partition), backing off between rounds. A message the sink refuses for good goes to the
 /// dead-letter topic instead.
-async fn recover<S: Sink>(mut failed: Vec<(u64, Delivery, SinkError)>, router: &Router, sink: &S, acker: &Acker, stats: &mut PipelineStats) {
+async fn recover<S: Sink>(
+    mut failed: Vec<(u64, Delivery, SinkError)>,
+    router: &Router,
+    sink: &S,
+    acker: &Acker,
+    stats: &mut PipelineStats,
+) {
     let mut round = 0u32;
     while !failed.is_empty() {
         if round > 0 {
@@ -126,5 +144,7 @@ async fn recover<S: Sink>(mut failed: Vec<(u64, Delivery, SinkError)>, router: &
 
 /// 50 ms doubling to 5 s.
 fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(50).saturating_mul(1 << attempt.min(7)).min(Duration::from_secs(5))
+    Duration::from_millis(50)
+        .saturating_mul(1 << attempt.min(7))
+        .min(Duration::from_secs(5))
 }

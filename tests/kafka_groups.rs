@@ -20,9 +20,17 @@ const PARTITIONS: u32 = 4;
 
 /// A log with `per_partition` records in each of `PARTITIONS` partitions, served on a free
 /// port; the server stops when the token is cancelled.
-async fn serve(dir: &std::path::Path, per_partition: usize) -> (String, Arc<Log>, CancellationToken) {
+async fn serve(
+    dir: &std::path::Path,
+    per_partition: usize,
+) -> (String, Arc<Log>, CancellationToken) {
     let mut topics = TopicsConfig::default();
-    topics.topics.insert(TOPIC.into(), TopicConfig { partitions: PARTITIONS });
+    topics.topics.insert(
+        TOPIC.into(),
+        TopicConfig {
+            partitions: PARTITIONS,
+        },
+    );
     let options = LogOptions {
         dir: dir.to_path_buf(),
         segment_bytes: 1 << 20,
@@ -39,8 +47,18 @@ async fn serve(dir: &std::path::Path, per_partition: usize) -> (String, Arc<Log>
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let stop = CancellationToken::new();
-    let group = CoordinatorOptions { initial_rebalance_delay: Duration::from_millis(200), ..Default::default() };
-    let api = KafkaApi::new(log.clone(), offsets, ServerOptions { group, ..Default::default() });
+    let group = CoordinatorOptions {
+        initial_rebalance_delay: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let api = KafkaApi::new(
+        log.clone(),
+        offsets,
+        ServerOptions {
+            group,
+            ..Default::default()
+        },
+    );
     tokio::spawn(api.serve(listener, stop.clone()));
     (addr, log, stop)
 }
@@ -83,7 +101,10 @@ async fn receive(c: &StreamConsumer, n: usize, limit: Duration) -> Vec<(i32, Str
     let mut got = Vec::new();
     while got.len() < n && Instant::now() < deadline {
         if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(200), c.recv()).await {
-            got.push((m.partition(), String::from_utf8(m.payload().unwrap().to_vec()).unwrap()));
+            got.push((
+                m.partition(),
+                String::from_utf8(m.payload().unwrap().to_vec()).unwrap(),
+            ));
         }
     }
     got
@@ -110,7 +131,11 @@ async fn group_commits_and_resumes_after_restart() {
     // Committed offsets are durable: in the store on disk.
     let store = GroupOffsets::open_read_only(dir.path()).unwrap();
     for p in 0..PARTITIONS {
-        assert_eq!(store.fetch("billing", TOPIC, p).map(|c| c.offset), Some(25), "partition {p}");
+        assert_eq!(
+            store.fetch("billing", TOPIC, p).map(|c| c.offset),
+            Some(25),
+            "partition {p}"
+        );
     }
 
     append(&log, 25, 5).await;
@@ -119,10 +144,18 @@ async fn group_commits_and_resumes_after_restart() {
     let second = receive(&c, 20, Duration::from_secs(30)).await;
     let mut values: Vec<String> = second.iter().map(|(_, v)| v.clone()).collect();
     values.sort();
-    let mut expected: Vec<String> = (0..PARTITIONS).flat_map(|p| (25..30).map(move |i| format!("{p}:{i}"))).collect();
+    let mut expected: Vec<String> = (0..PARTITIONS)
+        .flat_map(|p| (25..30).map(move |i| format!("{p}:{i}")))
+        .collect();
     expected.sort();
-    assert_eq!(values, expected, "resumed at the committed offsets: only the new records");
-    assert!(receive(&c, 1, Duration::from_secs(2)).await.is_empty(), "nothing more");
+    assert_eq!(
+        values, expected,
+        "resumed at the committed offsets: only the new records"
+    );
+    assert!(
+        receive(&c, 1, Duration::from_secs(2)).await.is_empty(),
+        "nothing more"
+    );
     drop(c);
     stop.cancel();
 }
@@ -136,11 +169,17 @@ async fn members_split_partitions_and_one_takes_over_when_the_other_leaves() {
     a.subscribe(&[TOPIC]).unwrap();
     b.subscribe(&[TOPIC]).unwrap();
     // Both receive until the 40 records are split between them.
-    let (ra, rb) = tokio::join!(receive(&a, 40, Duration::from_secs(20)), receive(&b, 40, Duration::from_secs(20)));
+    let (ra, rb) = tokio::join!(
+        receive(&a, 40, Duration::from_secs(20)),
+        receive(&b, 40, Duration::from_secs(20))
+    );
     let pa: BTreeSet<i32> = ra.iter().map(|(p, _)| *p).collect();
     let pb: BTreeSet<i32> = rb.iter().map(|(p, _)| *p).collect();
     assert_eq!(ra.len() + rb.len(), 40, "each record once between them");
-    assert!(pa.is_disjoint(&pb), "no partition is read by both: {pa:?} {pb:?}");
+    assert!(
+        pa.is_disjoint(&pb),
+        "no partition is read by both: {pa:?} {pb:?}"
+    );
     assert_eq!(pa.len(), 2, "a has two partitions: {pa:?}");
     assert_eq!(pb.len(), 2, "b has two partitions: {pb:?}");
     a.commit_consumer_state(CommitMode::Sync).unwrap();
@@ -158,10 +197,19 @@ async fn members_split_partitions_and_one_takes_over_when_the_other_leaves() {
         after.extend(receive(&a, 1, Duration::from_millis(500)).await);
     }
     let partitions: BTreeSet<i32> = after.iter().map(|(p, _)| *p).collect();
-    assert_eq!(partitions, (0..PARTITIONS as i32).collect(), "a now reads every partition");
+    assert_eq!(
+        partitions,
+        (0..PARTITIONS as i32).collect(),
+        "a now reads every partition"
+    );
     let values: BTreeSet<String> = after.iter().map(|(_, v)| v.clone()).collect();
-    let expected: BTreeSet<String> = (0..PARTITIONS).flat_map(|p| (10..13).map(move |i| format!("{p}:{i}"))).collect();
-    assert_eq!(values, expected, "b's partitions resume from b's committed offsets");
+    let expected: BTreeSet<String> = (0..PARTITIONS)
+        .flat_map(|p| (10..13).map(move |i| format!("{p}:{i}")))
+        .collect();
+    assert_eq!(
+        values, expected,
+        "b's partitions resume from b's committed offsets"
+    );
     drop(a);
     stop.cancel();
 }

@@ -160,10 +160,19 @@ pub struct EmbeddedConfig {
 impl EmbeddedConfig {
     /// `kafka_advertised` split into host and port.
     pub fn advertised(&self) -> Result<Option<(String, u16)>, String> {
-        let Some(a) = &self.kafka_advertised else { return Ok(None) };
-        match a.rsplit_once(':').map(|(h, p)| (h.trim_start_matches('[').trim_end_matches(']'), p.parse::<u16>())) {
+        let Some(a) = &self.kafka_advertised else {
+            return Ok(None);
+        };
+        match a.rsplit_once(':').map(|(h, p)| {
+            (
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse::<u16>(),
+            )
+        }) {
             Some((host, Ok(port))) if !host.is_empty() => Ok(Some((host.to_string(), port))),
-            _ => Err(format!("{a:?} is not HOST:PORT, e.g. tributary.iot.svc:9092")),
+            _ => Err(format!(
+                "{a:?} is not HOST:PORT, e.g. tributary.iot.svc:9092"
+            )),
         }
     }
 }

@@ -6,8 +6,12 @@ use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
@@ -51,7 +55,9 @@ fn s(text: impl Into<String>) -> StrBytes {
 fn error_code(e: &LogError) -> i16 {
     match e {
         LogError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
-        LogError::NoSuchPartition { .. } | LogError::UnknownTopic(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
+        LogError::NoSuchPartition { .. } | LogError::UnknownTopic(_) => {
+            code::UNKNOWN_TOPIC_OR_PARTITION
+        }
         LogError::InvalidTopic(_) => code::INVALID_TOPIC_EXCEPTION,
         LogError::Corrupt { .. } => code::CORRUPT_MESSAGE,
         LogError::Io { .. } | LogError::Closed(_) => code::KAFKA_STORAGE_ERROR,
@@ -61,7 +67,12 @@ fn error_code(e: &LogError) -> i16 {
 
 pub fn api_versions() -> ApiVersionsResponse {
     let keys = versions::offered()
-        .map(|(api, min, max)| ApiVersion::default().with_api_key(api as i16).with_min_version(min).with_max_version(max))
+        .map(|(api, min, max)| {
+            ApiVersion::default()
+                .with_api_key(api as i16)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
         .collect();
     ApiVersionsResponse::default().with_api_keys(keys)
 }
@@ -78,14 +89,18 @@ pub fn metadata(ctx: &Context<'_>, r: MetadataRequest, version: i16) -> Metadata
     let wanted: Vec<String> = match r.topics {
         None => existing.keys().cloned().collect(),
         Some(t) if t.is_empty() && version == 0 => existing.keys().cloned().collect(),
-        Some(t) => t.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect(),
+        Some(t) => t
+            .into_iter()
+            .filter_map(|t| t.name.map(|n| n.0.to_string()))
+            .collect(),
     };
     // Topics appear when Tributary writes them (or a producer does); consumers do not create
     // them, whatever `allow_auto_topic_creation` says.
     let topics = wanted
         .into_iter()
         .map(|name| {
-            let topic = MetadataResponseTopic::default().with_name(Some(TopicName(s(name.clone()))));
+            let topic =
+                MetadataResponseTopic::default().with_name(Some(TopicName(s(name.clone()))));
             match existing.get(&name) {
                 Some(&n) => topic.with_partitions(
                     (0..n as i32)
@@ -103,7 +118,10 @@ pub fn metadata(ctx: &Context<'_>, r: MetadataRequest, version: i16) -> Metadata
             }
         })
         .collect();
-    let broker = MetadataResponseBroker::default().with_node_id(BrokerId(NODE_ID)).with_host(s(ctx.host.clone())).with_port(i32::from(ctx.port));
+    let broker = MetadataResponseBroker::default()
+        .with_node_id(BrokerId(NODE_ID))
+        .with_host(s(ctx.host.clone()))
+        .with_port(i32::from(ctx.port));
     MetadataResponse::default()
         .with_brokers(vec![broker])
         .with_cluster_id(Some(s(ctx.cluster_id)))
@@ -111,7 +129,11 @@ pub fn metadata(ctx: &Context<'_>, r: MetadataRequest, version: i16) -> Metadata
         .with_topics(topics)
 }
 
-pub fn list_offsets(ctx: &Context<'_>, r: ListOffsetsRequest, _version: i16) -> ListOffsetsResponse {
+pub fn list_offsets(
+    ctx: &Context<'_>,
+    r: ListOffsetsRequest,
+    _version: i16,
+) -> ListOffsetsResponse {
     let topics = r
         .topics
         .into_iter()
@@ -121,9 +143,14 @@ pub fn list_offsets(ctx: &Context<'_>, r: ListOffsetsRequest, _version: i16) -> 
                 .partitions
                 .into_iter()
                 .map(|p| {
-                    let answer = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_leader_epoch(-1);
+                    let answer = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_leader_epoch(-1);
                     let Some(part) = ctx.log.partition(&name, p.partition_index as u32) else {
-                        return answer.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION).with_offset(-1).with_timestamp(-1);
+                        return answer
+                            .with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION)
+                            .with_offset(-1)
+                            .with_timestamp(-1);
                     };
                     let found = match p.timestamp {
                         -2 => Ok(Some(part.start_offset())),
@@ -134,13 +161,20 @@ pub fn list_offsets(ctx: &Context<'_>, r: ListOffsetsRequest, _version: i16) -> 
                         t => part.offset_for_time(t),
                     };
                     match found {
-                        Ok(Some(o)) => answer.with_offset(o.0 as i64).with_timestamp(if p.timestamp >= 0 { p.timestamp } else { -1 }),
+                        Ok(Some(o)) => answer
+                            .with_offset(o.0 as i64)
+                            .with_timestamp(if p.timestamp >= 0 { p.timestamp } else { -1 }),
                         Ok(None) => answer.with_offset(-1).with_timestamp(-1),
-                        Err(e) => answer.with_error_code(error_code(&e)).with_offset(-1).with_timestamp(-1),
+                        Err(e) => answer
+                            .with_error_code(error_code(&e))
+                            .with_offset(-1)
+                            .with_timestamp(-1),
                     }
                 })
                 .collect();
-            ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)
@@ -148,12 +182,17 @@ pub fn list_offsets(ctx: &Context<'_>, r: ListOffsetsRequest, _version: i16) -> 
 
 /// Answers when `min_bytes` are there or `max_wait_ms` has passed, woken by appends.
 pub async fn fetch(ctx: &Context<'_>, r: FetchRequest, _version: i16) -> FetchResponse {
-    let deadline = Instant::now() + Duration::from_millis(r.max_wait_ms.max(0) as u64).min(MAX_WAIT);
+    let deadline =
+        Instant::now() + Duration::from_millis(r.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     // Subscribe before reading, so an append between the read and the wait still wakes us.
     let mut receivers: Vec<_> = r
         .topics
         .iter()
-        .flat_map(|t| t.partitions.iter().filter_map(|p| ctx.log.partition(&t.topic.0, p.partition as u32)))
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .filter_map(|p| ctx.log.partition(&t.topic.0, p.partition as u32))
+        })
         .map(|p| p.subscribe())
         .collect();
     loop {
@@ -161,10 +200,15 @@ pub async fn fetch(ctx: &Context<'_>, r: FetchRequest, _version: i16) -> FetchRe
             rx.borrow_and_update();
         }
         let (response, bytes, errors) = fetch_once(ctx, &r);
-        if bytes >= r.min_bytes.max(1) as usize || errors || Instant::now() >= deadline || receivers.is_empty() {
+        if bytes >= r.min_bytes.max(1) as usize
+            || errors
+            || Instant::now() >= deadline
+            || receivers.is_empty()
+        {
             return response;
         }
-        let changed = futures::future::select_all(receivers.iter_mut().map(|rx| Box::pin(rx.changed())));
+        let changed =
+            futures::future::select_all(receivers.iter_mut().map(|rx| Box::pin(rx.changed())));
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
             return fetch_once(ctx, &r).0;
         }
@@ -174,7 +218,11 @@ pub async fn fetch(ctx: &Context<'_>, r: FetchRequest, _version: i16) -> FetchRe
 /// One pass over the requested partitions: the response, its record bytes, and whether any
 /// partition had an error.
 fn fetch_once(ctx: &Context<'_>, r: &FetchRequest) -> (FetchResponse, usize, bool) {
-    let mut budget = if r.max_bytes > 0 { r.max_bytes as usize } else { usize::MAX };
+    let mut budget = if r.max_bytes > 0 {
+        r.max_bytes as usize
+    } else {
+        usize::MAX
+    };
     let mut total = 0usize;
     let mut errors = false;
     let topics = r
@@ -225,7 +273,11 @@ fn fetch_once(ctx: &Context<'_>, r: &FetchRequest) -> (FetchResponse, usize, boo
             FetchableTopicResponse::default().with_topic(t.topic.clone()).with_partitions(partitions)
         })
         .collect();
-    (FetchResponse::default().with_responses(topics), total, errors)
+    (
+        FetchResponse::default().with_responses(topics),
+        total,
+        errors,
+    )
 }
 
 /// Appends producers' batches through the same durable path as the pipeline: the answer (for
@@ -244,23 +296,35 @@ pub async fn produce(ctx: &Context<'_>, r: ProduceRequest, _version: i16) -> Pro
     }
     let mut topics: Vec<TopicProduceResponse> = Vec::new();
     for (name, index, append) in pending {
-        let answer = PartitionProduceResponse::default().with_index(index).with_log_append_time_ms(-1);
+        let answer = PartitionProduceResponse::default()
+            .with_index(index)
+            .with_log_append_time_ms(-1);
         let answer = match append {
             Err(why) => {
                 tracing::warn!(topic = %name.0, partition = index, why, "produce refused");
-                answer.with_error_code(code::INVALID_RECORD).with_base_offset(-1).with_error_message(Some(s(why)))
+                answer
+                    .with_error_code(code::INVALID_RECORD)
+                    .with_base_offset(-1)
+                    .with_error_message(Some(s(why)))
             }
             Ok(append) => match append.await {
                 Ok(range) => answer.with_base_offset(range.start.0 as i64),
                 Err(e) => {
                     tracing::warn!(topic = %name.0, partition = index, error = %e, "produce failed");
-                    answer.with_error_code(error_code(&e)).with_base_offset(-1).with_error_message(Some(s(e.to_string())))
+                    answer
+                        .with_error_code(error_code(&e))
+                        .with_base_offset(-1)
+                        .with_error_message(Some(s(e.to_string())))
                 }
             },
         };
         match topics.iter_mut().find(|t| t.name == name) {
             Some(t) => t.partition_responses.push(answer),
-            None => topics.push(TopicProduceResponse::default().with_name(name).with_partition_responses(vec![answer])),
+            None => topics.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(vec![answer]),
+            ),
         }
     }
     ProduceResponse::default().with_responses(topics)
@@ -273,33 +337,58 @@ pub async fn produce(ctx: &Context<'_>, r: ProduceRequest, _version: i16) -> Pro
 fn offsets_disagree(mut batches: &[u8]) -> Option<String> {
     while let Ok(h) = crate::log::batch::BatchHeader::parse(batches) {
         if i64::from(h.last_offset_delta) + 1 != i64::from(h.record_count) {
-            return Some(format!("a batch of {} records has a last offset delta of {}", h.record_count, h.last_offset_delta));
+            return Some(format!(
+                "a batch of {} records has a last offset delta of {}",
+                h.record_count, h.last_offset_delta
+            ));
         }
         batches = batches.get(h.total_len()..).unwrap_or_default();
     }
     None
 }
 
-pub fn create_topics(ctx: &Context<'_>, r: CreateTopicsRequest, _version: i16) -> CreateTopicsResponse {
+pub fn create_topics(
+    ctx: &Context<'_>,
+    r: CreateTopicsRequest,
+    _version: i16,
+) -> CreateTopicsResponse {
     let topics = r
         .topics
         .into_iter()
         .map(|t| {
             let answer = CreatableTopicResult::default().with_name(t.name.clone());
-            let partitions = if t.num_partitions == -1 { 1 } else { t.num_partitions };
+            let partitions = if t.num_partitions == -1 {
+                1
+            } else {
+                t.num_partitions
+            };
             if !(1..=MAX_PARTITIONS).contains(&partitions) {
-                return answer.with_error_code(code::INVALID_PARTITIONS).with_error_message(Some(s(format!("partitions must be 1 to {MAX_PARTITIONS}"))));
+                return answer
+                    .with_error_code(code::INVALID_PARTITIONS)
+                    .with_error_message(Some(s(format!(
+                        "partitions must be 1 to {MAX_PARTITIONS}"
+                    ))));
             }
             if !(t.replication_factor == -1 || t.replication_factor == 1) {
-                return answer.with_error_code(code::INVALID_REPLICATION_FACTOR).with_error_message(Some(s("a single broker: replication factor 1")));
+                return answer
+                    .with_error_code(code::INVALID_REPLICATION_FACTOR)
+                    .with_error_message(Some(s("a single broker: replication factor 1")));
             }
             if r.validate_only {
-                return answer.with_num_partitions(partitions).with_replication_factor(1);
+                return answer
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(1);
             }
             match ctx.log.create_topic(&t.name.0, partitions as u32) {
-                Ok(true) => answer.with_num_partitions(partitions).with_replication_factor(1),
-                Ok(false) => answer.with_error_code(code::TOPIC_ALREADY_EXISTS).with_error_message(Some(s("topic already exists"))),
-                Err(e) => answer.with_error_code(error_code(&e)).with_error_message(Some(s(e.to_string()))),
+                Ok(true) => answer
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(1),
+                Ok(false) => answer
+                    .with_error_code(code::TOPIC_ALREADY_EXISTS)
+                    .with_error_message(Some(s("topic already exists"))),
+                Err(e) => answer
+                    .with_error_code(error_code(&e))
+                    .with_error_message(Some(s(e.to_string()))),
             }
         })
         .collect();
@@ -307,6 +396,13 @@ pub fn create_topics(ctx: &Context<'_>, r: CreateTopicsRequest, _version: i16) -
 }
 
 /// The one broker coordinates every group.
-pub fn find_coordinator(ctx: &Context<'_>, _r: FindCoordinatorRequest, _version: i16) -> FindCoordinatorResponse {
-    FindCoordinatorResponse::default().with_node_id(BrokerId(NODE_ID)).with_host(s(ctx.host.clone())).with_port(i32::from(ctx.port))
+pub fn find_coordinator(
+    ctx: &Context<'_>,
+    _r: FindCoordinatorRequest,
+    _version: i16,
+) -> FindCoordinatorResponse {
+    FindCoordinatorResponse::default()
+        .with_node_id(BrokerId(NODE_ID))
+        .with_host(s(ctx.host.clone()))
+        .with_port(i32::from(ctx.port))
 }

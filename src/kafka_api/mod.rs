@@ -79,7 +79,12 @@ enum ConnectionError {
 impl KafkaApi {
     pub fn new(log: Arc<Log>, offsets: Arc<GroupOffsets>, options: ServerOptions) -> Arc<KafkaApi> {
         let groups = groups::Coordinator::new(offsets, options.group.clone());
-        Arc::new(KafkaApi { log, groups, options, cluster_id: "tributary".into() })
+        Arc::new(KafkaApi {
+            log,
+            groups,
+            options,
+            cluster_id: "tributary".into(),
+        })
     }
 
     /// Accepts connections until `shutdown`, each served in its own task; returns once every
@@ -133,7 +138,8 @@ impl KafkaApi {
         let mut out = BytesMut::new();
         loop {
             let mut len = [0u8; 4];
-            match tokio::time::timeout(self.options.idle_timeout, stream.read_exact(&mut len)).await {
+            match tokio::time::timeout(self.options.idle_timeout, stream.read_exact(&mut len)).await
+            {
                 Err(_) => return Err(ConnectionError::Idle(self.options.idle_timeout)),
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Ok(r) => r?,
@@ -161,21 +167,31 @@ impl KafkaApi {
                 Ok(r) => r?,
             }
             out.clear();
-            self.handle(frame.split().freeze(), local, peer, &mut out).await?;
+            self.handle(frame.split().freeze(), local, peer, &mut out)
+                .await?;
             stream.write_all(&out).await?;
         }
     }
 
     /// Decodes one request and encodes its response (length prefix included) into `out`.
-    async fn handle(&self, mut frame: Bytes, local: SocketAddr, peer: SocketAddr, out: &mut BytesMut) -> Result<(), ConnectionError> {
+    async fn handle(
+        &self,
+        mut frame: Bytes,
+        local: SocketAddr,
+        peer: SocketAddr,
+        out: &mut BytesMut,
+    ) -> Result<(), ConnectionError> {
         let malformed = |e: anyhow::Error| ConnectionError::Malformed(format!("{e:#}"));
         // Frames are at least 8 bytes, so the api key is there to peek at.
-        let api_key = ApiKey::try_from(frame.clone().get_i16()).map_err(|_| ConnectionError::Malformed("unknown API key".into()))?;
-        let header = kafka_protocol::protocol::decode_request_header_from_buffer(&mut frame).map_err(malformed)?;
+        let api_key = ApiKey::try_from(frame.clone().get_i16())
+            .map_err(|_| ConnectionError::Malformed("unknown API key".into()))?;
+        let header = kafka_protocol::protocol::decode_request_header_from_buffer(&mut frame)
+            .map_err(malformed)?;
         let version = header.request_api_version;
         let response = match versions::supported(api_key) {
             Some(range) if range.contains(&version) => {
-                let request = RequestKind::decode(api_key, &mut frame, version).map_err(malformed)?;
+                let request =
+                    RequestKind::decode(api_key, &mut frame, version).map_err(malformed)?;
                 // acks=0: the producer expects no answer at all.
                 let silent = matches!(&request, RequestKind::Produce(p) if p.acks == 0);
                 let client = header.client_id.as_ref().map_or("", |c| c.as_str());
@@ -187,36 +203,72 @@ impl KafkaApi {
             }
             // An ApiVersions the server does not speak gets a v0 answer saying what it does.
             _ if api_key == ApiKey::ApiVersions => {
-                return encode(out, &header, 0, &ResponseKind::ApiVersions(handlers::api_versions_unsupported()));
+                return encode(
+                    out,
+                    &header,
+                    0,
+                    &ResponseKind::ApiVersions(handlers::api_versions_unsupported()),
+                );
             }
             _ => {
-                return Err(ConnectionError::Malformed(format!("{api_key:?} v{version} is not supported (not offered in ApiVersions)")));
+                return Err(ConnectionError::Malformed(format!(
+                    "{api_key:?} v{version} is not supported (not offered in ApiVersions)"
+                )));
             }
         };
         encode(out, &header, version, &response)
     }
 
-    async fn dispatch(&self, request: RequestKind, version: i16, local: SocketAddr, (client_id, peer): (&str, SocketAddr)) -> ResponseKind {
+    async fn dispatch(
+        &self,
+        request: RequestKind,
+        version: i16,
+        local: SocketAddr,
+        (client_id, peer): (&str, SocketAddr),
+    ) -> ResponseKind {
         let (host, port) = match &self.options.advertised {
             Some((h, p)) => (h.clone(), *p),
             None => (local.ip().to_string(), local.port()),
         };
-        let ctx = handlers::Context { log: &self.log, host, port, cluster_id: &self.cluster_id };
+        let ctx = handlers::Context {
+            log: &self.log,
+            host,
+            port,
+            cluster_id: &self.cluster_id,
+        };
         match request {
             RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(handlers::api_versions()),
-            RequestKind::Metadata(r) => ResponseKind::Metadata(handlers::metadata(&ctx, r, version)),
-            RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(handlers::list_offsets(&ctx, r, version)),
+            RequestKind::Metadata(r) => {
+                ResponseKind::Metadata(handlers::metadata(&ctx, r, version))
+            }
+            RequestKind::ListOffsets(r) => {
+                ResponseKind::ListOffsets(handlers::list_offsets(&ctx, r, version))
+            }
             RequestKind::Fetch(r) => ResponseKind::Fetch(handlers::fetch(&ctx, r, version).await),
-            RequestKind::Produce(r) => ResponseKind::Produce(handlers::produce(&ctx, r, version).await),
-            RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(handlers::create_topics(&ctx, r, version)),
-            RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(handlers::find_coordinator(&ctx, r, version)),
+            RequestKind::Produce(r) => {
+                ResponseKind::Produce(handlers::produce(&ctx, r, version).await)
+            }
+            RequestKind::CreateTopics(r) => {
+                ResponseKind::CreateTopics(handlers::create_topics(&ctx, r, version))
+            }
+            RequestKind::FindCoordinator(r) => {
+                ResponseKind::FindCoordinator(handlers::find_coordinator(&ctx, r, version))
+            }
             RequestKind::JoinGroup(r) => {
                 let host = peer.ip().to_string();
-                ResponseKind::JoinGroup(self.groups.join_group_with_client(r, version, client_id, &host).await)
+                ResponseKind::JoinGroup(
+                    self.groups
+                        .join_group_with_client(r, version, client_id, &host)
+                        .await,
+                )
             }
-            RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(self.groups.sync_group(r, version).await),
+            RequestKind::SyncGroup(r) => {
+                ResponseKind::SyncGroup(self.groups.sync_group(r, version).await)
+            }
             RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(self.groups.heartbeat(r, version)),
-            RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(self.groups.leave_group(r, version)),
+            RequestKind::LeaveGroup(r) => {
+                ResponseKind::LeaveGroup(self.groups.leave_group(r, version))
+            }
             RequestKind::OffsetCommit(r) => {
                 // Durable before the answer: an fsync, kept off the async workers.
                 let groups = self.groups.clone();
@@ -228,9 +280,15 @@ impl KafkaApi {
                     }
                 }
             }
-            RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(self.groups.offset_fetch(r, version)),
-            RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(self.groups.describe_groups(r, version)),
-            RequestKind::ListGroups(r) => ResponseKind::ListGroups(self.groups.list_groups(r, version)),
+            RequestKind::OffsetFetch(r) => {
+                ResponseKind::OffsetFetch(self.groups.offset_fetch(r, version))
+            }
+            RequestKind::DescribeGroups(r) => {
+                ResponseKind::DescribeGroups(self.groups.describe_groups(r, version))
+            }
+            RequestKind::ListGroups(r) => {
+                ResponseKind::ListGroups(self.groups.list_groups(r, version))
+            }
             other => unreachable_api(other),
         }
     }
@@ -243,15 +301,28 @@ fn unreachable_api(request: RequestKind) -> ResponseKind {
 }
 
 /// Length prefix, response header, body.
-fn encode(out: &mut BytesMut, header: &RequestHeader, version: i16, response: &ResponseKind) -> Result<(), ConnectionError> {
-    let api_key = ApiKey::try_from(header.request_api_key).map_err(|_| ConnectionError::Malformed("unknown API key".into()))?;
+fn encode(
+    out: &mut BytesMut,
+    header: &RequestHeader,
+    version: i16,
+    response: &ResponseKind,
+) -> Result<(), ConnectionError> {
+    let api_key = ApiKey::try_from(header.request_api_key)
+        .map_err(|_| ConnectionError::Malformed("unknown API key".into()))?;
     // ApiVersions responses always use header v0, so old clients can read them.
-    let header_version = if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
+    let header_version = if api_key == ApiKey::ApiVersions {
+        0
+    } else {
+        api_key.response_header_version(version)
+    };
     let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
     let start = out.len();
     out.put_i32(0);
-    let failed = |e: anyhow::Error| ConnectionError::Malformed(format!("encoding the response: {e:#}"));
-    response_header.encode(out, header_version).map_err(failed)?;
+    let failed =
+        |e: anyhow::Error| ConnectionError::Malformed(format!("encoding the response: {e:#}"));
+    response_header
+        .encode(out, header_version)
+        .map_err(failed)?;
     response.encode(out, version).map_err(failed)?;
     let len = (out.len() - start - 4) as i32;
     out[start..start + 4].copy_from_slice(&len.to_be_bytes());

@@ -58,7 +58,9 @@ pub fn offered() -> impl Iterator<Item = (ApiKey, i16, i16)> {
 
 /// The versions of `api` this broker answers, if it offers it at all.
 pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
-    offered().find(|(a, _, _)| *a == api).map(|(_, min, max)| min..=max)
+    offered()
+        .find(|(a, _, _)| *a == api)
+        .map(|(_, min, max)| min..=max)
 }
 
 #[cfg(test)]
@@ -69,10 +71,24 @@ mod tests {
     fn ranges_clients_need() {
         // librdkafka < 2.11 enables magic v2 only if Produce covers 3 and Fetch covers 4, and
         // groups only if these start at 0 (notes/kafka-protocol.md).
-        for (api, v) in [(ApiKey::Produce, 3), (ApiKey::Fetch, 4), (ApiKey::Fetch, 12), (ApiKey::OffsetFetch, 1), (ApiKey::OffsetCommit, 2)] {
+        for (api, v) in [
+            (ApiKey::Produce, 3),
+            (ApiKey::Fetch, 4),
+            (ApiKey::Fetch, 12),
+            (ApiKey::OffsetFetch, 1),
+            (ApiKey::OffsetCommit, 2),
+        ] {
             assert!(supported(api).unwrap().contains(&v), "{api:?} v{v}");
         }
-        for api in [ApiKey::FindCoordinator, ApiKey::JoinGroup, ApiKey::SyncGroup, ApiKey::Heartbeat, ApiKey::LeaveGroup, ApiKey::ApiVersions, ApiKey::Metadata] {
+        for api in [
+            ApiKey::FindCoordinator,
+            ApiKey::JoinGroup,
+            ApiKey::SyncGroup,
+            ApiKey::Heartbeat,
+            ApiKey::LeaveGroup,
+            ApiKey::ApiVersions,
+            ApiKey::Metadata,
+        ] {
             assert_eq!(*supported(api).unwrap().start(), 0, "{api:?}");
         }
         assert_eq!(supported(ApiKey::Fetch), Some(4..=12), "no topic ids");

@@ -299,7 +299,12 @@ impl Log {
         // Creation is rare; one at a time, and check again once it is our turn.
         static CREATE: Mutex<()> = Mutex::new(());
         let _guard = CREATE.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = self.topics.read().unwrap_or_else(|e| e.into_inner()).get(topic) {
+        if let Some(t) = self
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+        {
             return Ok(t.clone());
         }
         let topic_dir = self.options.dir.join(topic);
@@ -320,11 +325,14 @@ impl Log {
         records: Vec<Record>,
     ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
         let submitted = self.topic(topic).and_then(|partitions| {
-            let handle = partitions.get(partition as usize).ok_or_else(|| LogError::NoSuchPartition {
-                topic: topic.to_string(),
-                partition,
-                partitions: partitions.len() as u32,
-            })?;
+            let handle =
+                partitions
+                    .get(partition as usize)
+                    .ok_or_else(|| LogError::NoSuchPartition {
+                        topic: topic.to_string(),
+                        partition,
+                        partitions: partitions.len() as u32,
+                    })?;
             Ok(handle.append(records))
         });
         async move { submitted?.await }
@@ -338,11 +346,14 @@ impl Log {
         batches: bytes::Bytes,
     ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
         let submitted = self.topic(topic).and_then(|partitions| {
-            let handle = partitions.get(partition as usize).ok_or_else(|| LogError::NoSuchPartition {
-                topic: topic.to_string(),
-                partition,
-                partitions: partitions.len() as u32,
-            })?;
+            let handle =
+                partitions
+                    .get(partition as usize)
+                    .ok_or_else(|| LogError::NoSuchPartition {
+                        topic: topic.to_string(),
+                        partition,
+                        partitions: partitions.len() as u32,
+                    })?;
             Ok(handle.append_batches(batches))
         });
         async move { submitted?.await }
@@ -350,14 +361,24 @@ impl Log {
 
     /// Lifts every partition's fence after a failed write (see `PartitionHandle::resume`).
     pub fn resume(&self) {
-        for partitions in self.topics.read().unwrap_or_else(|e| e.into_inner()).values() {
+        for partitions in self
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
             partitions.iter().for_each(PartitionHandle::resume);
         }
     }
 
     /// Creates `topic` with `partitions` if it does not exist; false when it already did.
     pub fn create_topic(&self, topic: &str, partitions: u32) -> Result<bool, LogError> {
-        if self.topics.read().unwrap_or_else(|e| e.into_inner()).contains_key(topic) {
+        if self
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(topic)
+        {
             return Ok(false);
         }
         self.create(topic, partitions).map(|_| true)

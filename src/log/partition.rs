@@ -39,7 +39,11 @@ impl PartitionShared {
     /// batch (one being written right now) is the end of the log for now.
     pub fn open_read_only(topic: Arc<str>, partition: u32, dir: PathBuf) -> Result<Self, LogError> {
         // A topic's partition directories appear just after its topic.json: none yet is empty.
-        let bases = if dir.is_dir() { list_segments(&dir)? } else { Vec::new() };
+        let bases = if dir.is_dir() {
+            list_segments(&dir)?
+        } else {
+            Vec::new()
+        };
         let segments = bases
             .into_iter()
             .map(|base| SegmentData::open_read_only(&dir, base).map(Arc::new))
@@ -262,7 +266,11 @@ impl PartitionWriter {
     /// Nothing is written unless every batch is whole and valid.
     pub fn append_batches(&mut self, bytes: &[u8]) -> Result<Range<u64>, LogError> {
         let dir = self.shared.dir.clone();
-        let corrupt = move |reason: String| LogError::Corrupt { path: dir.clone(), position: 0, reason };
+        let corrupt = move |reason: String| LogError::Corrupt {
+            path: dir.clone(),
+            position: 0,
+            reason,
+        };
         let mut batches = Vec::new();
         let mut iter = batch::batches(bytes);
         for item in &mut iter {
@@ -276,9 +284,15 @@ impl PartitionWriter {
             self.buf.clear();
             self.buf.extend_from_slice(whole);
             let base = self.active.next_offset;
-            batch::set_base_offset(&mut self.buf, base as i64).map_err(|e| corrupt(e.to_string()))?;
-            let header = batch::BatchHeader { base_offset: base as i64, ..header };
-            if self.active.len > 0 && self.active.len + self.buf.len() as u64 > self.options.segment_bytes {
+            batch::set_base_offset(&mut self.buf, base as i64)
+                .map_err(|e| corrupt(e.to_string()))?;
+            let header = batch::BatchHeader {
+                base_offset: base as i64,
+                ..header
+            };
+            if self.active.len > 0
+                && self.active.len + self.buf.len() as u64 > self.options.segment_bytes
+            {
                 self.roll()?;
             }
             let buf = std::mem::take(&mut self.buf);

@@ -67,12 +67,18 @@ pub struct PartitionHandle {
 impl PartitionHandle {
     /// Appends `records`: queued at once, in call order, and resolving with their offsets once
     /// they are durable.
-    pub fn append(&self, records: Vec<Record>) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
+    pub fn append(
+        &self,
+        records: Vec<Record>,
+    ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
         self.submit(Payload::Records(records))
     }
 
     /// Appends batches a Kafka producer encoded, as `append` does records.
-    pub fn append_batches(&self, batches: bytes::Bytes) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
+    pub fn append_batches(
+        &self,
+        batches: bytes::Bytes,
+    ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
         self.submit(Payload::Batches(batches))
     }
 
@@ -84,7 +90,10 @@ impl PartitionHandle {
         drop(self.submit(Payload::Resume));
     }
 
-    fn submit(&self, payload: Payload) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
+    fn submit(
+        &self,
+        payload: Payload,
+    ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
         let name = format!("{}/{}", self.shared.topic, self.shared.partition);
         let sent = self.tx.send(Append { payload, reply });
@@ -236,7 +245,11 @@ async fn run(
 
 /// Replies to written appends: at once when `durable` (or empty), else once an fsync covers
 /// them; errors at once.
-fn answer(results: Vec<(Result<Range<u64>, LogError>, Reply)>, durable: bool, waiting: &mut VecDeque<(u64, Range<u64>, Reply)>) {
+fn answer(
+    results: Vec<(Result<Range<u64>, LogError>, Reply)>,
+    durable: bool,
+    waiting: &mut VecDeque<(u64, Range<u64>, Reply)>,
+) {
     for (range, reply) in results {
         match range {
             Ok(range) if durable || range.is_empty() => {
@@ -253,7 +266,11 @@ fn answer(results: Vec<(Result<Range<u64>, LogError>, Reply)>, durable: bool, wa
 /// Writes a group of appends in order, merging runs of record appends into as few batches as
 /// possible; one result per append. A failed write fences the partition (`fence`): later
 /// appends fail too until a `Resume`.
-fn write_group(writer: &mut PartitionWriter, group: Vec<Append>, fence: &mut Option<LogError>) -> Vec<(Result<Range<u64>, LogError>, Reply)> {
+fn write_group(
+    writer: &mut PartitionWriter,
+    group: Vec<Append>,
+    fence: &mut Option<LogError>,
+) -> Vec<(Result<Range<u64>, LogError>, Reply)> {
     let mut out = Vec::with_capacity(group.len());
     let mut run: Vec<(Vec<Record>, Reply)> = Vec::new();
     for append in group {
@@ -290,7 +307,12 @@ fn set_fence(result: &Result<Range<u64>, LogError>, fence: &mut Option<LogError>
     }
 }
 
-fn write_records(writer: &mut PartitionWriter, run: Vec<(Vec<Record>, Reply)>, out: &mut Vec<(Result<Range<u64>, LogError>, Reply)>, fence: &mut Option<LogError>) {
+fn write_records(
+    writer: &mut PartitionWriter,
+    run: Vec<(Vec<Record>, Reply)>,
+    out: &mut Vec<(Result<Range<u64>, LogError>, Reply)>,
+    fence: &mut Option<LogError>,
+) {
     if run.is_empty() {
         return;
     }

@@ -40,7 +40,11 @@ impl AckTracker {
     /// Registers a message just received on the current connection.
     pub fn received(&mut self, pkid: Option<u16>) -> Token {
         let seq = self.front_seq + self.queue.len() as u64;
-        self.queue.push_back(Entry { generation: self.generation, pkid, done: false });
+        self.queue.push_back(Entry {
+            generation: self.generation,
+            pkid,
+            done: false,
+        });
         Token { seq }
     }
 
@@ -121,10 +125,22 @@ mod tests {
         t.connection_lost();
         // The broker reuses packet id 1 on the new connection.
         let new1 = t.received(Some(1));
-        assert_eq!(t.completed(new1), Vec::<u16>::new(), "behind the old messages");
+        assert_eq!(
+            t.completed(new1),
+            Vec::<u16>::new(),
+            "behind the old messages"
+        );
         assert_eq!(t.completed(old2), Vec::<u16>::new());
-        assert_eq!(t.inflight(), 3, "old messages keep their pipeline slots until done");
-        assert_eq!(t.completed(old1), vec![1], "only the new connection's packet 1");
+        assert_eq!(
+            t.inflight(),
+            3,
+            "old messages keep their pipeline slots until done"
+        );
+        assert_eq!(
+            t.completed(old1),
+            vec![1],
+            "only the new connection's packet 1"
+        );
         assert_eq!(t.inflight(), 0);
     }
 
@@ -146,10 +162,19 @@ mod tests {
             let mut generation = 0;
             let mut sent: Vec<(Token, u16, u64)> = Vec::new();
             let mut released: Vec<u16> = Vec::new();
-            let check = |acks: Vec<u16>, generation: u64, sent: &[(Token, u16, u64)], released: &mut Vec<u16>| {
+            let check = |acks: Vec<u16>,
+                         generation: u64,
+                         sent: &[(Token, u16, u64)],
+                         released: &mut Vec<u16>| {
                 for pkid in acks {
-                    assert_eq!(sent[pkid as usize].2, generation, "ack {pkid} from an older connection");
-                    assert!(released.last().is_none_or(|&last| last < pkid), "order: {pkid} after {released:?}");
+                    assert_eq!(
+                        sent[pkid as usize].2, generation,
+                        "ack {pkid} from an older connection"
+                    );
+                    assert!(
+                        released.last().is_none_or(|&last| last < pkid),
+                        "order: {pkid} after {released:?}"
+                    );
                     released.push(pkid);
                 }
             };
@@ -174,7 +199,10 @@ mod tests {
             }
             for (_, pkid, g) in &sent {
                 if *g == generation {
-                    assert!(released.contains(pkid), "{pkid} of the last connection was acked");
+                    assert!(
+                        released.contains(pkid),
+                        "{pkid} of the last connection was acked"
+                    );
                 }
             }
             assert_eq!(t.inflight(), 0);

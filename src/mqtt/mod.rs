@@ -63,7 +63,11 @@ impl Acker {
 
     /// Messages received and not yet released.
     pub fn inflight(&self) -> usize {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).tracker.inflight()
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tracker
+            .inflight()
     }
 }
 
@@ -78,12 +82,24 @@ pub struct Ingress {
 
 impl Ingress {
     /// Starts the session task; returns the ingress and the stream of deliveries.
-    pub fn start(config: &MqttConfig, subscriptions: &[Subscription]) -> Result<(Ingress, mpsc::Receiver<Delivery>), session::SessionError> {
+    pub fn start(
+        config: &MqttConfig,
+        subscriptions: &[Subscription],
+    ) -> Result<(Ingress, mpsc::Receiver<Delivery>), session::SessionError> {
         let (client, session) = session::open(config)?;
-        let acker = Arc::new(Acker { state: Mutex::new(AckState { tracker: AckTracker::new(), client: client.clone(), permits: VecDeque::new() }) });
+        let acker = Arc::new(Acker {
+            state: Mutex::new(AckState {
+                tracker: AckTracker::new(),
+                client: client.clone(),
+                permits: VecDeque::new(),
+            }),
+        });
         let capacity = config.max_inflight as usize;
         let (tx, rx) = mpsc::channel(capacity);
-        let filters: Vec<(String, Qos)> = subscriptions.iter().map(|s| (config.broker_filter(&s.filter), s.qos)).collect();
+        let filters: Vec<(String, Qos)> = subscriptions
+            .iter()
+            .map(|s| (config.broker_filter(&s.filter), s.qos))
+            .collect();
         let (connected_tx, connected) = watch::channel(false);
         let stop_reading = CancellationToken::new();
         let poller = Poller {
@@ -98,7 +114,16 @@ impl Ingress {
             url: config.url.clone(),
         };
         let task = tokio::spawn(poller.run());
-        Ok((Ingress { client, acker, stop_reading, task, connected }, rx))
+        Ok((
+            Ingress {
+                client,
+                acker,
+                stop_reading,
+                task,
+                connected,
+            },
+            rx,
+        ))
     }
 
     pub fn acker(&self) -> Arc<Acker> {
@@ -120,7 +145,9 @@ impl Ingress {
     /// task to end.
     pub async fn disconnect(self, wait: std::time::Duration) {
         self.stop_reading.cancel();
-        if self.client.try_disconnect().is_err() || tokio::time::timeout(wait, self.task).await.is_err() {
+        if self.client.try_disconnect().is_err()
+            || tokio::time::timeout(wait, self.task).await.is_err()
+        {
             tracing::warn!("MQTT disconnect did not complete in {wait:?}");
         }
     }
@@ -183,7 +210,10 @@ impl Poller {
                             Err(_) => {
                                 qos0_dropped += 1;
                                 if qos0_dropped.is_power_of_two() {
-                                    tracing::warn!(qos0_dropped, "pipeline full: dropping QoS 0 messages");
+                                    tracing::warn!(
+                                        qos0_dropped,
+                                        "pipeline full: dropping QoS 0 messages"
+                                    );
                                 }
                                 continue;
                             }
@@ -198,7 +228,9 @@ impl Poller {
                     let token = {
                         let mut state = self.acker.state.lock().unwrap_or_else(|e| e.into_inner());
                         state.permits.push_back(permit);
-                        state.tracker.received((qos != Qos::AtMostOnce).then_some(pkid))
+                        state
+                            .tracker
+                            .received((qos != Qos::AtMostOnce).then_some(pkid))
                     };
                     if deliveries.send(Delivery { message, token }).await.is_err() {
                         self.deliveries = None;

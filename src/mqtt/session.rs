@@ -29,10 +29,17 @@ pub enum SessionError {
 /// What the event loop reported.
 #[derive(Debug)]
 pub enum SessionEvent {
-    Connected { session_present: bool },
+    Connected {
+        session_present: bool,
+    },
     /// The broker answered a SUBSCRIBE; lists the filters (by index) it refused.
-    Subscribed { refused: Vec<usize> },
-    Publish { message: Message, pkid: u16 },
+    Subscribed {
+        refused: Vec<usize>,
+    },
+    Publish {
+        message: Message,
+        pkid: u16,
+    },
     /// Our DISCONNECT went out: the session is over.
     DisconnectSent,
     Other,
@@ -56,8 +63,12 @@ pub fn open(config: &MqttConfig) -> Result<(Client, Session), SessionError> {
     let endpoint = MqttEndpoint::parse(&config.url).map_err(SessionError::Url)?;
     let transport = transport(config, endpoint.tls)?;
     let keep_alive = config.keep_alive.0;
-    let credentials = (config.username.is_some() || config.password.is_some())
-        .then(|| (config.username.clone().unwrap_or_default(), config.password.clone().unwrap_or_default()));
+    let credentials = (config.username.is_some() || config.password.is_some()).then(|| {
+        (
+            config.username.clone().unwrap_or_default(),
+            config.password.clone().unwrap_or_default(),
+        )
+    });
     Ok(match config.version {
         MqttVersion::V5 => {
             let mut o = v5::MqttOptions::new(&config.client_id, &endpoint.host, endpoint.port);
@@ -69,7 +80,11 @@ pub fn open(config: &MqttConfig) -> Result<(Client, Session), SessionError> {
                 // The broker keeps at most this many QoS 1 messages unacked towards us.
                 .set_receive_maximum(Some(config.max_inflight.min(u16::MAX as u32) as u16))
                 .set_connection_timeout(10);
-            let expiry = if config.clean_start { 0 } else { config.session_expiry.0.as_secs().min(u32::MAX as u64) as u32 };
+            let expiry = if config.clean_start {
+                0
+            } else {
+                config.session_expiry.0.as_secs().min(u32::MAX as u64) as u32
+            };
             o.set_session_expiry_interval(Some(expiry));
             if let Some((user, pass)) = credentials {
                 o.set_credentials(user, pass);
@@ -99,7 +114,10 @@ fn transport(config: &MqttConfig, tls: bool) -> Result<Transport, SessionError> 
         return Ok(Transport::tcp());
     }
     let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|error| SessionError::TlsFile { path: path.display().to_string(), error })
+        std::fs::read(path).map_err(|error| SessionError::TlsFile {
+            path: path.display().to_string(),
+            error,
+        })
     };
     let Some(ca) = &config.tls.ca_file else {
         // The system's trusted roots.
@@ -109,7 +127,11 @@ fn transport(config: &MqttConfig, tls: bool) -> Result<Transport, SessionError> 
         (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
         _ => None,
     };
-    Ok(Transport::tls_with_config(TlsConfiguration::Simple { ca: read(ca)?, alpn: None, client_auth }))
+    Ok(Transport::tls_with_config(TlsConfiguration::Simple {
+        ca: read(ca)?,
+        alpn: None,
+        client_auth,
+    }))
 }
 
 fn qos(q: Qos) -> (rumqttc::QoS, v5::mqttbytes::QoS) {
@@ -125,9 +147,11 @@ impl Client {
         let err = |e: rumqttc::ClientError| SessionError::Client(e.to_string());
         match self {
             Client::V5(c) => {
-                let mut p = v5::mqttbytes::v5::Publish::new("", v5::mqttbytes::QoS::AtLeastOnce, "", None);
+                let mut p =
+                    v5::mqttbytes::v5::Publish::new("", v5::mqttbytes::QoS::AtLeastOnce, "", None);
                 p.pkid = pkid;
-                c.try_ack(&p).map_err(|e| SessionError::Client(e.to_string()))
+                c.try_ack(&p)
+                    .map_err(|e| SessionError::Client(e.to_string()))
             }
             Client::V3(c) => {
                 let mut p = rumqttc::Publish::new("", rumqttc::QoS::AtLeastOnce, "");
@@ -141,10 +165,18 @@ impl Client {
     pub fn try_subscribe(&self, filters: &[(String, Qos)]) -> Result<(), SessionError> {
         let result = match self {
             Client::V5(c) => c
-                .try_subscribe_many(filters.iter().map(|(f, q)| v5::mqttbytes::v5::Filter::new(f.clone(), qos(*q).1)))
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|(f, q)| v5::mqttbytes::v5::Filter::new(f.clone(), qos(*q).1)),
+                )
                 .map_err(|e| e.to_string()),
             Client::V3(c) => c
-                .try_subscribe_many(filters.iter().map(|(f, q)| rumqttc::SubscribeFilter::new(f.clone(), qos(*q).0)))
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|(f, q)| rumqttc::SubscribeFilter::new(f.clone(), qos(*q).0)),
+                )
                 .map_err(|e| e.to_string()),
         };
         result.map_err(SessionError::Client)
@@ -167,9 +199,17 @@ impl Session {
                 use v5::mqttbytes::v5::{Packet, SubscribeReasonCode as C};
                 use v5::Event;
                 Ok(match el.poll().await.map_err(|e| e.to_string())? {
-                    Event::Incoming(Packet::ConnAck(c)) => SessionEvent::Connected { session_present: c.session_present },
+                    Event::Incoming(Packet::ConnAck(c)) => SessionEvent::Connected {
+                        session_present: c.session_present,
+                    },
                     Event::Incoming(Packet::SubAck(s)) => SessionEvent::Subscribed {
-                        refused: s.return_codes.iter().enumerate().filter(|(_, c)| !matches!(c, C::Success(_))).map(|(i, _)| i).collect(),
+                        refused: s
+                            .return_codes
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, c)| !matches!(c, C::Success(_)))
+                            .map(|(i, _)| i)
+                            .collect(),
                     },
                     Event::Incoming(Packet::Publish(p)) => {
                         let (user_properties, content_type) = match p.properties {
@@ -179,13 +219,20 @@ impl Session {
                         let message = Message {
                             topic: String::from_utf8_lossy(&p.topic).into_owned(),
                             payload: p.payload,
-                            qos: if p.qos == v5::mqttbytes::QoS::AtMostOnce { Qos::AtMostOnce } else { Qos::AtLeastOnce },
+                            qos: if p.qos == v5::mqttbytes::QoS::AtMostOnce {
+                                Qos::AtMostOnce
+                            } else {
+                                Qos::AtLeastOnce
+                            },
                             retain: p.retain,
                             user_properties,
                             content_type,
                             received_at_ms: now_ms(),
                         };
-                        SessionEvent::Publish { message, pkid: p.pkid }
+                        SessionEvent::Publish {
+                            message,
+                            pkid: p.pkid,
+                        }
                     }
                     Event::Outgoing(rumqttc::Outgoing::Disconnect) => SessionEvent::DisconnectSent,
                     _ => SessionEvent::Other,
@@ -194,21 +241,36 @@ impl Session {
             Session::V3(el) => {
                 use rumqttc::{Event, Packet, SubscribeReasonCode as C};
                 Ok(match el.poll().await.map_err(|e| e.to_string())? {
-                    Event::Incoming(Packet::ConnAck(c)) => SessionEvent::Connected { session_present: c.session_present },
+                    Event::Incoming(Packet::ConnAck(c)) => SessionEvent::Connected {
+                        session_present: c.session_present,
+                    },
                     Event::Incoming(Packet::SubAck(s)) => SessionEvent::Subscribed {
-                        refused: s.return_codes.iter().enumerate().filter(|(_, c)| matches!(c, C::Failure)).map(|(i, _)| i).collect(),
+                        refused: s
+                            .return_codes
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, c)| matches!(c, C::Failure))
+                            .map(|(i, _)| i)
+                            .collect(),
                     },
                     Event::Incoming(Packet::Publish(p)) => {
                         let message = Message {
                             topic: p.topic,
                             payload: p.payload,
-                            qos: if p.qos == rumqttc::QoS::AtMostOnce { Qos::AtMostOnce } else { Qos::AtLeastOnce },
+                            qos: if p.qos == rumqttc::QoS::AtMostOnce {
+                                Qos::AtMostOnce
+                            } else {
+                                Qos::AtLeastOnce
+                            },
                             retain: p.retain,
                             user_properties: Vec::new(),
                             content_type: None,
                             received_at_ms: now_ms(),
                         };
-                        SessionEvent::Publish { message, pkid: p.pkid }
+                        SessionEvent::Publish {
+                            message,
+                            pkid: p.pkid,
+                        }
                     }
                     Event::Outgoing(rumqttc::Outgoing::Disconnect) => SessionEvent::DisconnectSent,
                     _ => SessionEvent::Other,
@@ -230,7 +292,8 @@ impl Session {
             Session::V3(el) => {
                 el.clean();
                 el.state.events.clear();
-                el.pending.retain(|r| !matches!(r, rumqttc::Request::PubAck(_)));
+                el.pending
+                    .retain(|r| !matches!(r, rumqttc::Request::PubAck(_)));
             }
         }
     }
@@ -239,8 +302,12 @@ impl Session {
 /// Backoff before reconnecting: doubling from 100 ms to 10 s, with jitter so replicas do not
 /// reconnect in step.
 pub fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_millis(100).saturating_mul(1 << attempt.min(7)).min(Duration::from_secs(10));
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let base = Duration::from_millis(100)
+        .saturating_mul(1 << attempt.min(7))
+        .min(Duration::from_secs(10));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
     // 50% to 100% of the step.
     base.mul_f64(0.5 + f64::from(nanos % 1000) / 2000.0)
 }

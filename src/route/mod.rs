@@ -373,9 +373,9 @@ impl Router {
         headers.push(Header::new("error", why.to_string()));
         headers.push(Header::new("route", route.to_string()));
         let value = match reason {
-            DeadLetterReason::PayloadTooLarge | DeadLetterReason::SinkRejected => {
-                msg.payload.slice(..DEAD_LETTER_TRUNCATE.min(msg.payload.len()))
-            }
+            DeadLetterReason::PayloadTooLarge | DeadLetterReason::SinkRejected => msg
+                .payload
+                .slice(..DEAD_LETTER_TRUNCATE.min(msg.payload.len())),
             _ => msg.payload.clone(),
         };
         Record {

@@ -23,7 +23,10 @@ impl EmbeddedSink {
 }
 
 impl Sink for EmbeddedSink {
-    fn append(&self, records: Vec<Record>) -> impl Future<Output = Result<Vec<Offset>, SinkError>> + Send + 'static {
+    fn append(
+        &self,
+        records: Vec<Record>,
+    ) -> impl Future<Output = Result<Vec<Offset>, SinkError>> + Send + 'static {
         let count = records.len();
         // One append per partition, each queued now; order within a partition is kept.
         let mut groups: BTreeMap<(String, u32), (Vec<usize>, Vec<Record>)> = BTreeMap::new();

@@ -38,7 +38,10 @@ pub trait Sink: Send + Sync + 'static {
     /// with each record's offset in input order. Records are submitted when `append` is
     /// called, not when its future is first polled: calls made one after another are stored in
     /// that order within each partition. On error, none of them may be treated as stored.
-    fn append(&self, records: Vec<Record>) -> impl Future<Output = Result<Vec<Offset>, SinkError>> + Send + 'static;
+    fn append(
+        &self,
+        records: Vec<Record>,
+    ) -> impl Future<Output = Result<Vec<Offset>, SinkError>> + Send + 'static;
 
     /// After an append fails, the sink refuses every later append to that partition (so none
     /// is stored ahead of the failed one) until this call: the caller has seen the failure, has
