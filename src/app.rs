@@ -75,7 +75,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         ));
     }
     let log = Arc::new(Log::open(LogOptions::new(&config.log.embedded, &config.topics)).await?);
-    let kafka = start_kafka_listener(&config, &log).await?;
     let sink = EmbeddedSink::new(log.clone());
     let existing = sink.partition_counts().await?;
     for (topic, &n) in &existing {
@@ -92,6 +91,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .map_err(|issues| AppError::Config(format!("invalid routes: {issues:?}")))?
         .with_existing_topics(existing);
     let router = Arc::new(router);
+    let kafka = start_kafka_listener(&config, &log).await?;
     let (ingress, deliveries) = Ingress::start(&config.mqtt, &router.subscriptions())?;
     tracing::info!(dir = %config.log.embedded.dir.display(), routes = router.routes().len(), "tributary running");
     let mut pipeline = tokio::spawn(pipeline::run(

@@ -1107,14 +1107,6 @@ fn route_rejects_topics_no_publisher_can_send() {
 // Commands not built yet, and usage errors
 // ---------------------------------------------------------------------------------------------
 
-/// Remove when `run` arrives.
-#[test]
-fn run_exits_1_for_now() {
-    let out = tributary(&["run", "-c", BRIDGE_YAML], &[]);
-    assert_eq!(out.code, 1, "{out:?}");
-    assert_ne!(out.stderr.trim(), "", "{out:?}");
-}
-
 #[test]
 fn bad_usage_exits_2() {
     let cases: &[&[&str]] = &[

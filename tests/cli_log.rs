@@ -253,3 +253,16 @@ async fn consume_follow_prints_records_as_the_writer_appends_them() {
     );
     log.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_refuses_a_changed_partition_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    populated(dir.path()).await.close().await.unwrap();
+    // The log holds topic t with 2 partitions; the config now says 3.
+    let yaml = std::fs::read_to_string(&cfg).unwrap() + "topics: { t: { partitions: 3 } }\n";
+    std::fs::write(&cfg, yaml).unwrap();
+    let (code, _, stderr) = run(&cfg, &["run"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("topics.t.partitions: 3 but the log already holds t with 2 partitions"), "{stderr}");
+}
