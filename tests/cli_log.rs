@@ -264,5 +264,8 @@ async fn run_refuses_a_changed_partition_count() {
     std::fs::write(&cfg, yaml).unwrap();
     let (code, _, stderr) = run(&cfg, &["run"]);
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("topics.t.partitions: 3 but the log already holds t with 2 partitions"), "{stderr}");
+    assert!(
+        stderr.contains("topics.t.partitions: 3 but the log already holds t with 2 partitions"),
+        "{stderr}"
+    );
 }

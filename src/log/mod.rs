@@ -324,17 +324,7 @@ impl Log {
         partition: u32,
         records: Vec<Record>,
     ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
-        let submitted = self.topic(topic).and_then(|partitions| {
-            let handle =
-                partitions
-                    .get(partition as usize)
-                    .ok_or_else(|| LogError::NoSuchPartition {
-                        topic: topic.to_string(),
-                        partition,
-                        partitions: partitions.len() as u32,
-                    })?;
-            Ok(handle.append(records))
-        });
+        let submitted = self.handle(topic, partition).map(|h| h.append(records));
         async move { submitted?.await }
     }
 
@@ -345,18 +335,23 @@ impl Log {
         partition: u32,
         batches: bytes::Bytes,
     ) -> impl Future<Output = Result<Range<Offset>, LogError>> + Send + 'static {
-        let submitted = self.topic(topic).and_then(|partitions| {
-            let handle =
-                partitions
-                    .get(partition as usize)
-                    .ok_or_else(|| LogError::NoSuchPartition {
-                        topic: topic.to_string(),
-                        partition,
-                        partitions: partitions.len() as u32,
-                    })?;
-            Ok(handle.append_batches(batches))
-        });
+        let submitted = self
+            .handle(topic, partition)
+            .map(|h| h.append_batches(batches));
         async move { submitted?.await }
+    }
+
+    /// The writer of one partition, creating the topic if needed.
+    fn handle(&self, topic: &str, partition: u32) -> Result<PartitionHandle, LogError> {
+        let partitions = self.topic(topic)?;
+        partitions
+            .get(partition as usize)
+            .cloned()
+            .ok_or_else(|| LogError::NoSuchPartition {
+                topic: topic.to_string(),
+                partition,
+                partitions: partitions.len() as u32,
+            })
     }
 
     /// Lifts every partition's fence after a failed write (see `PartitionHandle::resume`).
