@@ -94,31 +94,47 @@ async fn publish(port: u16, count: usize, rate: Option<u64>) {
 }
 
 /// The bare subscriber: QoS 1, rumqttc acks each message as it is read. Returns messages/s
-/// from the first publish to the last message received.
+/// from the first publish to the last message received. It runs on a thread and runtime of
+/// its own, as Tributary runs in a process of its own, so the publishers do not share its
+/// runtime.
 async fn bare_subscriber(broker: &Mosquitto) -> f64 {
-    let mut options = MqttOptions::new("bench-bare", "127.0.0.1", broker.port);
-    options.set_receive_maximum(Some(1024));
-    let (client, mut eventloop) = AsyncClient::new(options, 1000);
-    client
-        .subscribe("devices/+/telemetry", QoS::AtLeastOnce)
+    let port = broker.port;
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let subscriber = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut options = MqttOptions::new("bench-bare", "127.0.0.1", port);
+            options.set_receive_maximum(Some(1024));
+            let (client, mut eventloop) = AsyncClient::new(options, 1000);
+            client
+                .subscribe("devices/+/telemetry", QoS::AtLeastOnce)
+                .await
+                .unwrap();
+            loop {
+                if let Event::Incoming(Packet::SubAck(_)) = eventloop.poll().await.unwrap() {
+                    break;
+                }
+            }
+            let _ = subscribed_tx.send(Instant::now());
+            let mut got = 0;
+            while got < MESSAGES {
+                if let Event::Incoming(Packet::Publish(_)) = eventloop.poll().await.unwrap() {
+                    got += 1;
+                }
+            }
+            Instant::now()
+        })
+    });
+    let start = subscribed.await.unwrap();
+    let publisher = tokio::spawn(publish(port, MESSAGES, None));
+    let end = tokio::task::spawn_blocking(move || subscriber.join().unwrap())
         .await
         .unwrap();
-    loop {
-        if let Event::Incoming(Packet::SubAck(_)) = eventloop.poll().await.unwrap() {
-            break;
-        }
-    }
-    let start = Instant::now();
-    let publisher = tokio::spawn(publish(broker.port, MESSAGES, None));
-    let mut got = 0;
-    while got < MESSAGES {
-        if let Event::Incoming(Packet::Publish(_)) = eventloop.poll().await.unwrap() {
-            got += 1;
-        }
-    }
-    let rate = MESSAGES as f64 / start.elapsed().as_secs_f64();
     publisher.await.unwrap();
-    rate
+    MESSAGES as f64 / (end - start).as_secs_f64()
 }
 
 fn stored(dir: &std::path::Path) -> u64 {
