@@ -195,7 +195,12 @@ impl KafkaApi {
                 // acks=0: the producer expects no answer at all.
                 let silent = matches!(&request, RequestKind::Produce(p) if p.acks == 0);
                 let client = header.client_id.as_ref().map_or("", |c| c.as_str());
-                let response = self.dispatch(request, version, local, (client, peer)).await;
+                let Some(response) = self.dispatch(request, version, local, (client, peer)).await
+                else {
+                    return Err(ConnectionError::Malformed(format!(
+                        "{api_key:?} is offered but has no handler"
+                    )));
+                };
                 if silent {
                     return Ok(());
                 }
@@ -225,7 +230,7 @@ impl KafkaApi {
         version: i16,
         local: SocketAddr,
         (client_id, peer): (&str, SocketAddr),
-    ) -> ResponseKind {
+    ) -> Option<ResponseKind> {
         let (host, port) = match &self.options.advertised {
             Some((h, p)) => (h.clone(), *p),
             None => (local.ip().to_string(), local.port()),
@@ -236,7 +241,7 @@ impl KafkaApi {
             port,
             cluster_id: &self.cluster_id,
         };
-        match request {
+        Some(match request {
             RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(handlers::api_versions()),
             RequestKind::Metadata(r) => {
                 ResponseKind::Metadata(handlers::metadata(&ctx, r, version))
@@ -289,15 +294,10 @@ impl KafkaApi {
             RequestKind::ListGroups(r) => {
                 ResponseKind::ListGroups(self.groups.list_groups(r, version))
             }
-            other => unreachable_api(other),
-        }
+            // `versions::supported` offers only the APIs handled above.
+            _ => return None,
+        })
     }
-}
-
-/// `versions::supported` offers only the APIs `dispatch` handles.
-fn unreachable_api(request: RequestKind) -> ResponseKind {
-    tracing::error!(?request, "request for an API that is not offered");
-    ResponseKind::ApiVersions(handlers::api_versions_unsupported())
 }
 
 /// Length prefix, response header, body.
