@@ -249,15 +249,7 @@ impl PartitionWriter {
                 EncodeError::Empty => LogError::TooLarge("no records".into()),
                 other => LogError::TooLarge(other.to_string()),
             })?;
-        if self.active.len > 0
-            && self.active.len + self.buf.len() as u64 > self.options.segment_bytes
-        {
-            self.roll()?;
-        }
-        let buf = std::mem::take(&mut self.buf);
-        let result = self.active.write(&buf, &header);
-        self.buf = buf;
-        result?;
+        self.write_buf(&header)?;
         Ok(base..self.active.next_offset)
     }
 
@@ -290,17 +282,22 @@ impl PartitionWriter {
                 base_offset: base as i64,
                 ..header
             };
-            if self.active.len > 0
-                && self.active.len + self.buf.len() as u64 > self.options.segment_bytes
-            {
-                self.roll()?;
-            }
-            let buf = std::mem::take(&mut self.buf);
-            let result = self.active.write(&buf, &header);
-            self.buf = buf;
-            result?;
+            self.write_buf(&header)?;
         }
         Ok(start..self.active.next_offset)
+    }
+
+    /// Writes the batch in `self.buf`, rolling the segment first if the batch would overflow it.
+    fn write_buf(&mut self, header: &batch::BatchHeader) -> Result<(), LogError> {
+        if self.active.len > 0
+            && self.active.len + self.buf.len() as u64 > self.options.segment_bytes
+        {
+            self.roll()?;
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let result = self.active.write(&buf, header);
+        self.buf = buf;
+        result
     }
 
     /// Seals the active segment (fsynced whole, with its indexes) and starts a new one.
