@@ -143,3 +143,47 @@ async fn second_writer_is_refused() {
     );
     log.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn produced_batches_get_offsets_and_no_leader_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(options(dir.path(), FsyncPolicy::Always))
+        .await
+        .unwrap();
+    log.append("t", 0, vec![record(0), record(1)])
+        .await
+        .unwrap();
+    // A producer's batch: base offset 0 and its own leader epoch, both outside the CRC.
+    let mut produced = Vec::new();
+    batch::encode(&mut produced, 0, [record(2), record(3), record(4)].iter()).unwrap();
+    produced[12..16].copy_from_slice(&7i32.to_be_bytes());
+    let range = log
+        .append_batches("t", 0, Bytes::from(produced.clone()))
+        .await
+        .unwrap();
+    assert_eq!(range, Offset(2)..Offset(5));
+    let bytes = log
+        .partition("t", 0)
+        .unwrap()
+        .read(Offset(2), 1 << 20)
+        .unwrap();
+    let (header, stored) = batch::batches(&bytes).next().unwrap().unwrap();
+    assert_eq!(header.base_offset, 2);
+    assert_eq!(header.partition_leader_epoch, -1);
+    assert_eq!(stored[16..], produced[16..], "the rest byte for byte");
+    let values: Vec<_> = batch::decode(stored)
+        .unwrap()
+        .records
+        .into_iter()
+        .map(|r| (r.offset, r.value.unwrap()))
+        .collect();
+    assert_eq!(
+        values,
+        [
+            (2, record(2).value),
+            (3, record(3).value),
+            (4, record(4).value)
+        ]
+    );
+    log.close().await.unwrap();
+}

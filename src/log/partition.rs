@@ -278,8 +278,12 @@ impl PartitionWriter {
             let base = self.active.next_offset;
             batch::set_base_offset(&mut self.buf, base as i64)
                 .map_err(|e| corrupt(e.to_string()))?;
+            // The log has no leader epochs: overwrite the producer's, as a Kafka leader writes
+            // its own (the field is outside the CRC, like the base offset).
+            self.buf[12..16].copy_from_slice(&batch::NO_PARTITION_LEADER_EPOCH.to_be_bytes());
             let header = batch::BatchHeader {
                 base_offset: base as i64,
+                partition_leader_epoch: batch::NO_PARTITION_LEADER_EPOCH,
                 ..header
             };
             self.write_buf(&header)?;
