@@ -235,6 +235,7 @@ async fn latency(broker: &Mosquitto, rate: u64, count: usize) -> (f64, f64) {
         ..Default::default()
     };
     let route = RouteConfig {
+        index: 0,
         name: Some("telemetry".into()),
         from: "devices/{device}/telemetry".into(),
         qos: Qos::AtLeastOnce,
@@ -259,7 +260,8 @@ async fn latency(broker: &Mosquitto, rate: u64, count: usize) -> (f64, f64) {
         latencies: Default::default(),
         done: Default::default(),
     };
-    let router = Arc::new(Router::new(&config).unwrap());
+    let partitions = Arc::new(EmbeddedSink::new(log.clone()));
+    let router = Arc::new(Router::new(&config, partitions).unwrap());
     let (ingress, deliveries) =
         tributary::mqtt::Ingress::start(&config.mqtt, &router.subscriptions()).unwrap();
     let mut connected = ingress.connected();

@@ -14,6 +14,7 @@ use tributary::route::Router;
 fn config(n: usize) -> Config {
     let routes = (0..n)
         .map(|i| RouteConfig {
+            index: i,
             name: Some(format!("site{i}")),
             from: format!("site{i}/{{device}}/telemetry/{{*rest}}"),
             qos: Qos::AtLeastOnce,
@@ -68,7 +69,9 @@ fn main() {
         "routes", "hot msgs/s", "ns/msg", "spread msgs/s", "ns/msg", "naive msgs/s"
     );
     for n in [1, 100, 10_000] {
-        let router = Router::new(&config(n)).expect("bench config is valid");
+        let config = config(n);
+        let partitions = std::sync::Arc::new(config.topics.clone());
+        let router = Router::new(&config, partitions).expect("bench config is valid");
         let msgs = messages(n);
         let records = router.route(&msgs[0]);
         assert_eq!(records.len(), 1, "each message matches exactly one route");

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tributary::app::{self, Access, PrepareError};
 use tributary::config::{self, ConfigError};
 use tributary::message::Message;
 use tributary::route::Router;
@@ -78,25 +79,47 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let command = cli.command.unwrap_or(Command::Run);
-    let config = match config::load(&cli.config) {
+    let config = match app::load(&cli.config) {
         Ok(config) => config,
         Err(e) => return config_error(&e),
     };
     let file = cli.config.display().to_string();
-    let result = match command {
-        Command::Check => check(&file, &config),
-        Command::Route {
-            topic,
-            payload,
-            payload_file,
-        } => {
-            if let Err(e) = tributary::route::filter::check_topic(&topic) {
-                eprintln!("error: topic {topic:?}: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            route(&config, topic, payload, payload_file)
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
         }
-        Command::Run => return run(config),
+    };
+    if let Command::Route { topic, .. } = &command {
+        if let Err(e) = tributary::route::filter::check_topic(topic) {
+            eprintln!("error: topic {topic:?}: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    let result = match command {
+        Command::Check | Command::Route { .. } => {
+            // Both see the config as `run` would, against what the log holds now.
+            let router = match runtime.block_on(app::prepare(&config, Access::Inspect)) {
+                Ok(prepared) => prepared.router,
+                Err(PrepareError::Invalid(issues)) => {
+                    return config_error(&ConfigError::invalid(file, issues))
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_RUNTIME);
+                }
+            };
+            match command {
+                Command::Route {
+                    topic,
+                    payload,
+                    payload_file,
+                } => route(&router, topic, payload, payload_file),
+                _ => check(&file, &config, &router),
+            }
+        }
+        Command::Run => return run(&runtime, &file, config),
         Command::Topics => embedded_dir(&config)
             .and_then(|dir| tributary::cli::consume::topics(dir, &mut std::io::stdout().lock())),
         Command::Consume {
@@ -144,21 +167,13 @@ fn config_error(e: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_CONFIG)
 }
 
-fn router(config: &config::Config) -> anyhow::Result<Router> {
-    // `config::load` already compiled the routes once; this cannot fail after it.
-    Router::new(config).map_err(|issues| anyhow::anyhow!("invalid routes: {issues:?}"))
-}
-
-fn check(file: &str, config: &config::Config) -> anyhow::Result<()> {
-    print!(
-        "{}",
-        tributary::cli::check_report(file, config, &router(config)?)
-    );
+fn check(file: &str, config: &config::Config, router: &Router) -> anyhow::Result<()> {
+    print!("{}", tributary::cli::check_report(file, config, router));
     Ok(())
 }
 
 fn route(
-    config: &config::Config,
+    router: &Router,
     topic: String,
     payload: Option<String>,
     payload_file: Option<PathBuf>,
@@ -170,7 +185,6 @@ fn route(
         }
         (None, None) => Vec::new(),
     };
-    let router = router(config)?;
     let records = router.route(&Message::new(topic, payload));
     if records.is_empty() {
         eprintln!("no route matches this topic: it would be acked and counted, not stored");
@@ -205,17 +219,11 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn run(config: config::Config) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
-    match runtime.block_on(tributary::app::run(config, shutdown_signal())) {
+fn run(runtime: &tokio::runtime::Runtime, file: &str, config: config::Config) -> ExitCode {
+    match runtime.block_on(app::run(config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ tributary::app::AppError::Config(_)) => {
+        Err(app::AppError::Invalid(issues)) => config_error(&ConfigError::invalid(file, issues)),
+        Err(e @ app::AppError::Config(_)) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_CONFIG)
         }

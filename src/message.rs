@@ -1,45 +1,7 @@
 //! `Message`: one MQTT PUBLISH as the ingress hands it to the router.
 
+pub use crate::config::Qos;
 use bytes::Bytes;
-use serde::Serialize;
-
-/// MQTT quality of service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(into = "u8")]
-pub enum Qos {
-    AtMostOnce = 0,
-    AtLeastOnce = 1,
-    ExactlyOnce = 2,
-}
-
-impl Qos {
-    /// The header value written into `mqtt.qos`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Qos::AtMostOnce => "0",
-            Qos::AtLeastOnce => "1",
-            Qos::ExactlyOnce => "2",
-        }
-    }
-}
-
-impl TryFrom<u64> for Qos {
-    type Error = String;
-    fn try_from(value: u64) -> Result<Self, Self::Error> {
-        match value {
-            0 => Ok(Qos::AtMostOnce),
-            1 => Ok(Qos::AtLeastOnce),
-            2 => Ok(Qos::ExactlyOnce),
-            other => Err(format!("QoS {other} does not exist; use 0, 1 or 2")),
-        }
-    }
-}
-
-impl From<Qos> for u8 {
-    fn from(q: Qos) -> u8 {
-        q as u8
-    }
-}
 
 /// One received PUBLISH. The ack token lives beside it in the pipeline, so the router stays pure.
 #[derive(Debug, Clone, PartialEq, Eq)]

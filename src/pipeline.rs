@@ -94,7 +94,8 @@ pub async fn run<S: Sink>(
 /// Retries failed messages in rounds until all are stored: each round lifts the sink's fence
 /// and submits every one still failing, in arrival order (so they keep that order in each
 /// partition), backing off between rounds. A message the sink refuses for good goes to the
-/// dead-letter topic instead.
+/// dead-letter topic instead; one whose dead letter is refused too stays unacked and is tried
+/// again, holding back the rest, for nothing is acked that was not stored (DESIGN §5).
 async fn recover<S: Sink>(
     mut failed: Vec<(u64, Delivery, SinkError)>,
     router: &Router,
@@ -116,7 +117,6 @@ async fn recover<S: Sink>(
                 let dead_letter = !error.is_retryable();
                 if dead_letter {
                     tracing::error!(topic = %delivery.message.topic, error = %error, "the sink refused a message's records for good; sending it to the dead-letter topic");
-                    stats.dead_letters += 1;
                     records = vec![router.rejected(&delivery.message, &records, &error.to_string())];
                 }
                 let append = sink.append(records);
@@ -125,14 +125,16 @@ async fn recover<S: Sink>(
             .collect();
         for (seq, delivery, dead_letter, append) in attempts {
             match append.await {
-                Ok(_) => acker.complete(delivery),
-                Err(e) if dead_letter && !e.is_retryable() => {
-                    // Not even the dead letter can be stored: say so loudly, and move on
-                    // rather than hold every later message back for ever.
-                    tracing::error!(topic = %delivery.message.topic, error = %e, "dead letter refused too; the message is acked without being stored");
+                Ok(_) => {
+                    stats.dead_letters += u64::from(dead_letter);
                     acker.complete(delivery);
                 }
-                Err(e) => failed.push((seq, delivery, e)),
+                Err(e) => {
+                    if dead_letter && !e.is_retryable() {
+                        tracing::error!(topic = %delivery.message.topic, error = %e, "the dead letter was refused too: the message stays unacked and is retried; fix the dead-letter topic or the sink");
+                    }
+                    failed.push((seq, delivery, e));
+                }
             }
         }
         if !failed.is_empty() && (round == 0 || round.is_power_of_two()) {

@@ -690,11 +690,13 @@ fn broker_restart_mid_stream_loses_nothing() {
 /// The embedded sink, failing every append made while `failing` is set with a retryable error,
 /// reported after `delay` (as a sink that times out would: appends keep being made meanwhile).
 /// Like any sink (the `Sink` contract), once an append fails it refuses the later ones too
-/// until `resume`.
+/// until `resume`. While `refusing` is set, every append fails for good (not retryable), dead
+/// letters included, as a sink that rejects whatever it is sent would.
 #[derive(Clone)]
 struct FlakySink {
     inner: EmbeddedSink,
     failing: Arc<AtomicBool>,
+    refusing: Arc<AtomicBool>,
     fenced: Arc<AtomicBool>,
     delay: Duration,
     refused: Arc<AtomicU64>,
@@ -705,6 +707,7 @@ impl FlakySink {
         FlakySink {
             inner,
             failing: Arc::new(AtomicBool::new(false)),
+            refusing: Arc::new(AtomicBool::new(false)),
             fenced: Arc::new(AtomicBool::new(false)),
             delay,
             refused: Arc::new(AtomicU64::new(0)),
@@ -720,7 +723,12 @@ impl Sink for FlakySink {
         if self.failing.load(Ordering::SeqCst) {
             self.fenced.store(true, Ordering::SeqCst);
         }
-        let append = if self.fenced.load(Ordering::SeqCst) {
+        let append = if self.refusing.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            Err(SinkError::Log(LogError::TooLarge(
+                "injected: refused for good".into(),
+            )))
+        } else if self.fenced.load(Ordering::SeqCst) {
             self.refused.fetch_add(1, Ordering::Relaxed);
             Err(SinkError::Log(LogError::io(
                 Path::new("flaky-sink"),
@@ -766,6 +774,7 @@ struct InProcess {
     pipeline: tokio::task::JoinHandle<tributary::pipeline::PipelineStats>,
     log: Arc<Log>,
     failing: Arc<AtomicBool>,
+    refusing: Arc<AtomicBool>,
     refused: Arc<AtomicU64>,
 }
 
@@ -790,8 +799,13 @@ impl InProcess {
                 .unwrap(),
         );
         let sink = FlakySink::new(EmbeddedSink::new(log.clone()), fail_delay);
-        let (failing, refused) = (sink.failing.clone(), sink.refused.clone());
-        let router = Arc::new(Router::new(&config).expect("routes"));
+        let (failing, refusing, refused) = (
+            sink.failing.clone(),
+            sink.refusing.clone(),
+            sink.refused.clone(),
+        );
+        let partitions = Arc::new(EmbeddedSink::new(log.clone()));
+        let router = Arc::new(Router::new(&config, partitions).expect("routes"));
         let (ingress, deliveries) =
             tributary::mqtt::Ingress::start(&config.mqtt, &router.subscriptions()).unwrap();
         let acker = ingress.acker();
@@ -815,6 +829,7 @@ impl InProcess {
             pipeline,
             log,
             failing,
+            refusing,
             refused,
         }
     }
@@ -876,6 +891,82 @@ fn sample_inflight(
         }
         (max, max_failing, samples)
     })
+}
+
+/// A message whose records the sink refuses for good goes to the dead-letter topic; when the
+/// sink refuses the dead letter too, the message is not acked: it waits, holding back those
+/// behind it, and is stored (as a dead letter) and acked once the sink takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_dead_letter_stays_unacked_until_stored() {
+    const N: usize = 20;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("tributary=info")
+        .with_test_writer()
+        .try_init();
+    let gw = InProcess::start("gw-refusing", 100, Duration::ZERO).await;
+    gw.refusing.store(true, Ordering::SeqCst);
+    let progress = Arc::new(AtomicUsize::new(0));
+    let publishers = spawn_publishers(gw.broker.port, "refused-pub", N, 1, progress.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gw.acker.inflight() < N {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {N} received",
+            gw.acker.inflight()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Several retry rounds (50, 100, 200, 400 ms...) pass with everything refused.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let refused = gw.refused.load(Ordering::Relaxed);
+    assert!(
+        refused >= 2,
+        "the dead letter was tried again: {refused} appends refused"
+    );
+    assert_eq!(
+        gw.acker.inflight(),
+        N,
+        "nothing acked while nothing could be stored"
+    );
+    assert!(gw.log.partition_counts().is_empty(), "nothing stored");
+
+    gw.refusing.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gw.acker.inflight() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} still unacked",
+            gw.acker.inflight()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::task::spawn_blocking(move || publishers.join().expect("publishers"))
+        .await
+        .unwrap();
+    let data = gw.data();
+    let (stats, telemetry) = gw.stop().await;
+    let dead = support::read_topic(&data, "tributary.dead-letter");
+    let dead: Vec<&Stored> = dead.values().flatten().collect();
+    assert!(
+        telemetry.values().all(Vec::is_empty),
+        "the refused records are not in telemetry"
+    );
+    assert_eq!(
+        dead.len(),
+        N,
+        "each message stored once, as a dead letter: {stats:?}"
+    );
+    for record in &dead {
+        assert_eq!(record.header("route"), Some("telemetry"));
+        assert!(
+            record
+                .header("error")
+                .is_some_and(|e| e.contains("refused for good")),
+            "{:?}",
+            record.header("error")
+        );
+    }
+    assert_eq!(stats.dead_letters, N as u64, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,16 @@ pub enum ConfigError {
     Invalid { file: String, issues: Vec<Issue> },
 }
 
+impl ConfigError {
+    /// The issues found in `file` (the composition root's checks come back this way too).
+    pub fn invalid(file: impl Into<String>, issues: Vec<Issue>) -> Self {
+        ConfigError::Invalid {
+            file: file.into(),
+            issues,
+        }
+    }
+}
+
 fn render_issues(file: &str, issues: &[Issue]) -> String {
     let lines: Vec<String> = issues
         .iter()
@@ -70,8 +80,19 @@ fn env_key(name: &str) -> Option<String> {
     Some(key.split("__").collect::<Vec<_>>().join(".").to_lowercase())
 }
 
-/// Loads and validates `path` merged with `TRIBUTARY_*` environment variables.
+/// Loads `path` merged with `TRIBUTARY_*` environment variables, with the checks config can
+/// make alone.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_checked(path, |_| Vec::new())
+}
+
+/// As [`load`], adding the issues `check` finds in a config that parsed: the checks that need
+/// other modules' rules (routes, topic names), which the composition root brings, so that one
+/// run reports every problem.
+pub fn load_checked(
+    path: &Path,
+    check: impl FnOnce(&Config) -> Vec<Issue>,
+) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
     let unreadable = |reason: String| ConfigError::Unreadable {
         file: file.clone(),
@@ -86,9 +107,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
     // figment keeps the last of two equal keys; serde_yaml's own mapping refuses duplicates.
     serde_yaml::from_str::<serde_yaml::Value>(&text).map_err(|e| unreadable(e.to_string()))?;
-    load_figment(
+    load_figment_checked(
         &file,
         with_env(Figment::new().merge(Yaml::string(&text)), std::env::vars()),
+        check,
     )
 }
 
@@ -105,29 +127,35 @@ pub fn with_env(mut figment: Figment, vars: impl IntoIterator<Item = (String, St
 
 /// Validates the configuration `figment` holds; `file` names it in messages.
 pub fn load_figment(file: &str, figment: Figment) -> Result<Config, ConfigError> {
+    load_figment_checked(file, figment, |_| Vec::new())
+}
+
+/// As [`load_figment`], adding the issues `check` finds (see [`load_checked`]).
+pub fn load_figment_checked(
+    file: &str,
+    figment: Figment,
+    check: impl FnOnce(&Config) -> Vec<Issue>,
+) -> Result<Config, ConfigError> {
     let root: Value = figment.extract().map_err(|e| ConfigError::Unreadable {
         file: file.to_string(),
         reason: e.to_string(),
     })?;
     let mut issues = Vec::new();
-    let config = sections(root, &mut issues).map(|(config, route_indexes)| {
-        validate::check(&config, &route_indexes, &mut issues);
-        config
+    let config = sections(root, &mut issues).inspect(|config| {
+        validate::check(config, &mut issues);
+        issues.extend(check(config));
     });
     match config {
         Some(config) if issues.is_empty() => Ok(config),
-        _ => Err(ConfigError::Invalid {
-            file: file.to_string(),
-            issues,
-        }),
+        _ => Err(ConfigError::invalid(file, issues)),
     }
 }
 
 const TOP_KEYS: &[&str] = &["mqtt", "log", "topics", "routes", "dead_letter", "http"];
 
 /// Deserializes each section apart; `None` when the document is not a mapping at all.
-/// Beside the config: each kept route's index in the file (routes that failed are left out).
-fn sections(root: Value, issues: &mut Vec<Issue>) -> Option<(Config, Vec<usize>)> {
+/// Routes that fail are left out; each kept one knows its index in the file.
+fn sections(root: Value, issues: &mut Vec<Issue>) -> Option<Config> {
     let mut root = match root {
         Value::Object(map) => map,
         Value::Null => Map::new(),
@@ -150,7 +178,6 @@ fn sections(root: Value, issues: &mut Vec<Issue>) -> Option<(Config, Vec<usize>)
         http: section(&mut root, "http", issues),
         routes: Vec::new(),
     };
-    let mut route_indexes = Vec::new();
     match root.remove("routes") {
         None | Some(Value::Null) => issues.push(Issue::new(
             "routes",
@@ -163,8 +190,7 @@ fn sections(root: Value, issues: &mut Vec<Issue>) -> Option<(Config, Vec<usize>)
             for (i, item) in items.into_iter().enumerate() {
                 let path = format!("routes[{i}]");
                 if let Some(route) = deserialize::<RouteConfig>(&path, item, issues) {
-                    config.routes.push(route);
-                    route_indexes.push(i);
+                    config.routes.push(RouteConfig { index: i, ..route });
                 }
             }
         }
@@ -173,7 +199,7 @@ fn sections(root: Value, issues: &mut Vec<Issue>) -> Option<(Config, Vec<usize>)
     for key in root.keys() {
         issues.push(unknown_key("", key));
     }
-    Some((config, route_indexes))
+    Some(config)
 }
 
 fn section<T: DeserializeOwned + Default>(

@@ -7,11 +7,13 @@ mod load;
 mod units;
 mod validate;
 
-pub use load::{load, load_figment, with_env, ConfigError, Issue, ENV_PREFIX};
+pub use load::{
+    load, load_checked, load_figment, load_figment_checked, with_env, ConfigError, Issue,
+    ENV_PREFIX,
+};
 pub use units::{ByteSize, HumanDuration};
 pub use validate::MqttEndpoint;
 
-use crate::message::Qos;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -287,6 +289,10 @@ impl Default for TopicConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RouteConfig {
+    /// Where the route stands in the file's `routes` list (set by the loader): its default
+    /// name, and the key path of its errors.
+    #[serde(skip)]
+    pub index: usize,
     /// Defaults to `route-<index>`.
     #[serde(default, deserialize_with = "scalar::opt_string")]
     pub name: Option<String>,
@@ -304,6 +310,44 @@ pub struct RouteConfig {
 
 fn default_qos() -> Qos {
     Qos::AtLeastOnce
+}
+
+/// MQTT quality of service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(into = "u8")]
+pub enum Qos {
+    AtMostOnce = 0,
+    AtLeastOnce = 1,
+    ExactlyOnce = 2,
+}
+
+impl Qos {
+    /// The header value written into `mqtt.qos`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Qos::AtMostOnce => "0",
+            Qos::AtLeastOnce => "1",
+            Qos::ExactlyOnce => "2",
+        }
+    }
+}
+
+impl TryFrom<u64> for Qos {
+    type Error = String;
+    fn try_from(value: u64) -> Result<Self, Self::Error> {
+        match value {
+            0 => Ok(Qos::AtMostOnce),
+            1 => Ok(Qos::AtLeastOnce),
+            2 => Ok(Qos::ExactlyOnce),
+            other => Err(format!("QoS {other} does not exist; use 0, 1 or 2")),
+        }
+    }
+}
+
+impl From<Qos> for u8 {
+    fn from(q: Qos) -> u8 {
+        q as u8
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

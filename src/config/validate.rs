@@ -1,18 +1,15 @@
-//! Checks that need more than types: ranges, URLs, files, names, and the routes themselves.
+//! Checks that need more than types and nothing beyond the config: ranges, URLs, files, and
+//! listeners that clash. Routes, topic names and the log's limits are other modules' rules:
+//! the composition root (`app::check`) checks those.
 
-use super::{Backend, ByteSize, Config, FsyncPolicy, Issue, MqttVersion};
-use crate::record::check_topic_name;
-use crate::route::compile_routes;
+use super::{Backend, Config, FsyncPolicy, Issue, MqttVersion};
 use std::time::Duration;
 
-/// Appends every issue in `config`; `route_indexes` maps each route to its index in the file.
-pub fn check(config: &Config, route_indexes: &[usize], issues: &mut Vec<Issue>) {
+/// Appends every issue in `config`.
+pub fn check(config: &Config, issues: &mut Vec<Issue>) {
     mqtt(config, issues);
     log(config, issues);
     topics(config, issues);
-    if let Err(e) = check_topic_name(&config.dead_letter.topic) {
-        issues.push(Issue::new("dead_letter.topic", e));
-    }
     if let (Some(http), Some(kafka)) = (config.http.listen, config.log.embedded.kafka_listener) {
         if http == kafka && config.log.backend == Backend::Embedded {
             issues.push(Issue::new(
@@ -21,8 +18,6 @@ pub fn check(config: &Config, route_indexes: &[usize], issues: &mut Vec<Issue>) 
             ));
         }
     }
-    let (_, route_issues) = compile_routes(route_indexes.iter().copied().zip(&config.routes));
-    issues.extend(route_issues);
 }
 
 fn mqtt(config: &Config, issues: &mut Vec<Issue>) {
@@ -62,14 +57,7 @@ fn mqtt(config: &Config, issues: &mut Vec<Issue>) {
             format!("{} is out of range; use 1 to 65535", m.max_inflight),
         );
     }
-    // A record must fit one log batch, with room for its headers.
-    let max_payload = ByteSize(crate::log::batch::MAX_BATCH_LEN as u64 / 2);
-    if m.max_payload.0 == 0 || m.max_payload > max_payload {
-        push(
-            "max_payload",
-            format!("{} is out of range; use 1B to {max_payload}", m.max_payload),
-        );
-    }
+    // max_payload's range is the log's (a record fits one batch): `app::check` checks it.
     if let Some(group) = &m.shared_group {
         if group.is_empty() || group.contains(['/', '+', '#']) {
             push("shared_group", format!("{group:?} is not a share name; use a non-empty name without '/', '+' or '#', e.g. tributary"));
@@ -217,11 +205,6 @@ fn topics(config: &Config, issues: &mut Vec<Issue>) {
     let entries = std::iter::once(("default", &config.topics.default))
         .chain(config.topics.topics.iter().map(|(k, v)| (k.as_str(), v)));
     for (name, topic) in entries {
-        if name != "default" {
-            if let Err(e) = check_topic_name(name) {
-                issues.push(Issue::new(format!("topics.{name}"), e));
-            }
-        }
         if topic.partitions == 0 || topic.partitions > MAX_PARTITIONS {
             issues.push(Issue::new(
                 format!("topics.{name}.partitions"),

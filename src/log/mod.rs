@@ -379,6 +379,20 @@ impl Log {
         self.create(topic, partitions).map(|_| true)
     }
 
+    /// The partition count of `topic`: the count it has, or the one it will be created with.
+    /// The log owns this fact; the router asks it for every record.
+    pub fn partitions(&self, topic: &str) -> u32 {
+        match self
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+        {
+            Some(partitions) => partitions.len() as u32,
+            None => self.options.topics.get(topic).partitions,
+        }
+    }
+
     /// Partition counts of the topics on disk: these win over the config, which only sets the
     /// count of topics still to be created.
     pub fn partition_counts(&self) -> BTreeMap<String, u32> {

@@ -46,15 +46,30 @@ pub struct Subscription {
     pub qos: Qos,
 }
 
-/// Compiles routes given as (index in the config file, route), checking each field and the
-/// routes against each other; returns what compiled and every issue found.
+/// The partition count of a log topic, as the log that holds it says: the count a topic has,
+/// or the one it will be created with. The router asks for every record, so a topic created
+/// at run time (by a Kafka client's CreateTopics, say) is routed by its real count.
+pub trait PartitionCounts: Send + Sync + std::fmt::Debug {
+    fn partitions(&self, topic: &str) -> u32;
+}
+
+/// The config alone: for dry runs and benchmarks, where no log is open.
+impl PartitionCounts for TopicsConfig {
+    fn partitions(&self, topic: &str) -> u32 {
+        self.get(topic).partitions
+    }
+}
+
+/// Compiles routes, checking each field and the routes against each other; returns what
+/// compiled and every issue found (key paths use each route's index in the file).
 pub fn compile_routes<'a>(
-    routes: impl IntoIterator<Item = (usize, &'a RouteConfig)>,
+    routes: impl IntoIterator<Item = &'a RouteConfig>,
 ) -> (Vec<Route>, Vec<Issue>) {
     let mut compiled = Vec::new();
     let mut issues = Vec::new();
     let mut names = HashSet::new();
-    for (index, config) in routes {
+    for config in routes {
+        let index = config.index;
         let name = config
             .name
             .clone()
@@ -176,18 +191,21 @@ fn check_topic_template(to: &Template, path: &str, issues: &mut Vec<Issue>) {
 pub struct Router {
     routes: Vec<Route>,
     trie: FilterTrie,
-    topics: TopicsConfig,
+    /// The log's partition counts: it owns them.
+    partitions: Arc<dyn PartitionCounts>,
     dead_letter_topic: String,
     max_payload: usize,
-    /// Partition counts of topics that already exist in the sink; they win over `topics`.
-    existing: std::collections::HashMap<String, u32>,
     /// Round-robin position for unkeyed records.
     next_partition: AtomicU32,
 }
 
 impl Router {
-    pub fn new(config: &Config) -> Result<Router, Vec<Issue>> {
-        let (routes, issues) = compile_routes(config.routes.iter().enumerate());
+    /// The router for `config`'s routes, asking `partitions` for partition counts.
+    pub fn new(
+        config: &Config,
+        partitions: Arc<dyn PartitionCounts>,
+    ) -> Result<Router, Vec<Issue>> {
+        let (routes, issues) = compile_routes(&config.routes);
         if !issues.is_empty() {
             return Err(issues);
         }
@@ -198,19 +216,11 @@ impl Router {
         Ok(Router {
             routes,
             trie,
-            topics: config.topics.clone(),
+            partitions,
             dead_letter_topic: config.dead_letter.topic.clone(),
             max_payload: usize::try_from(config.mqtt.max_payload.0).unwrap_or(usize::MAX),
-            existing: Default::default(),
             next_partition: AtomicU32::new(0),
         })
-    }
-
-    /// Uses the partition counts of topics that already exist (the sink's) instead of the
-    /// config's: a topic's count never changes once it has records.
-    pub fn with_existing_topics(mut self, counts: impl IntoIterator<Item = (String, u32)>) -> Self {
-        self.existing = counts.into_iter().collect();
-        self
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -219,10 +229,7 @@ impl Router {
 
     /// Partition count of a log topic.
     pub fn partitions(&self, topic: &str) -> u32 {
-        match self.existing.get(topic) {
-            Some(&n) => n,
-            None => self.topics.get(topic).partitions,
-        }
+        self.partitions.partitions(topic)
     }
 
     /// The broker subscriptions: each distinct filter once at the highest QoS its routes ask
@@ -392,7 +399,8 @@ impl Router {
 
     /// Kafka's default partitioner for keys; round-robin without one.
     fn partition(&self, topic: &str, key: Option<&[u8]>) -> u32 {
-        let partitions = self.partitions(topic);
+        // A log never reports 0; should one, partition 0 beats a division by zero.
+        let partitions = self.partitions(topic).max(1);
         match key {
             Some(key) => partition::partition_for_key(key, partitions),
             None => self.next_partition.fetch_add(1, Ordering::Relaxed) % partitions,
@@ -432,7 +440,7 @@ mod tests {
     fn router(routes_yaml: &str) -> Router {
         let yaml = format!("topics: {{ default: {{ partitions: 4 }}, telemetry: {{ partitions: 12 }} }}\nroutes:\n{routes_yaml}");
         let config = load_figment("test.yaml", Figment::new().merge(Yaml::string(&yaml))).unwrap();
-        Router::new(&config).unwrap()
+        Router::new(&config, Arc::new(config.topics.clone())).unwrap()
     }
 
     fn header<'r>(record: &'r Record, key: &str) -> Option<&'r str> {
@@ -556,7 +564,7 @@ mod tests {
         let yaml = "mqtt: { max_payload: 2KiB }\nroutes: [{ name: a, from: \"#\", to: t }, { name: b, from: \"x\", to: u }]";
         let config = load_figment("t.yaml", Figment::new().merge(Yaml::string(yaml))).unwrap();
         assert_eq!(config.mqtt.max_payload, ByteSize::kib(2));
-        let r = Router::new(&config).unwrap();
+        let r = Router::new(&config, Arc::new(config.topics.clone())).unwrap();
         let big = vec![7u8; 2049];
         let records = r.route(&Message::new("x", big.clone()));
         assert_eq!(records.len(), 2, "one dead letter per matching route");
@@ -610,6 +618,42 @@ mod tests {
                 ("alerts/#".to_string(), 0),
                 ("alerts/high".to_string(), 1),
             ]
+        );
+    }
+
+    /// A log whose topics appear while the router runs.
+    #[derive(Debug, Default)]
+    struct LiveCounts(std::sync::Mutex<std::collections::HashMap<String, u32>>);
+
+    impl PartitionCounts for LiveCounts {
+        fn partitions(&self, topic: &str) -> u32 {
+            *self.0.lock().unwrap().get(topic).unwrap_or(&4)
+        }
+    }
+
+    #[test]
+    fn partitions_come_from_the_log_at_routing_time() {
+        let yaml = "routes: [{ from: \"{kind}/{id}\", to: \"{kind}\", key: \"{id}\" }]";
+        let config = load_figment("t.yaml", Figment::new().merge(Yaml::string(yaml))).unwrap();
+        let counts = Arc::new(LiveCounts::default());
+        let r = Router::new(&config, counts.clone()).unwrap();
+        let key = (0..100)
+            .map(|i| format!("dev-{i}"))
+            .find(|k| {
+                partition::partition_for_key(k.as_bytes(), 4)
+                    != partition::partition_for_key(k.as_bytes(), 7)
+            })
+            .unwrap();
+        let msg = Message::new(format!("orders/{key}"), "{}");
+        assert_eq!(
+            r.route(&msg)[0].partition,
+            partition::partition_for_key(key.as_bytes(), 4)
+        );
+        counts.0.lock().unwrap().insert("orders".into(), 7);
+        assert_eq!(r.partitions("orders"), 7);
+        assert_eq!(
+            r.route(&msg)[0].partition,
+            partition::partition_for_key(key.as_bytes(), 7)
         );
     }
 }

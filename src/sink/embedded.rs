@@ -3,6 +3,7 @@
 use super::{Sink, SinkError};
 use crate::log::{Log, Offset};
 use crate::record::Record;
+use crate::route::PartitionCounts;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -19,6 +20,12 @@ impl EmbeddedSink {
 
     pub fn log(&self) -> &Arc<Log> {
         &self.log
+    }
+}
+
+impl PartitionCounts for EmbeddedSink {
+    fn partitions(&self, topic: &str) -> u32 {
+        self.log.partitions(topic)
     }
 }
 
@@ -65,8 +72,12 @@ impl Sink for EmbeddedSink {
     async fn close(self) -> Result<(), SinkError> {
         match Arc::try_unwrap(self.log) {
             Ok(log) => Ok(log.close().await?),
-            // Another holder (the Kafka listener) closes it when it lets go.
-            Err(_) => Ok(()),
+            // Its writers finish what is queued once the last holder lets go; the next start
+            // recovers the log.
+            Err(_) => {
+                tracing::warn!("log still in use at shutdown; it recovers on the next start");
+                Ok(())
+            }
         }
     }
 }

@@ -2,19 +2,87 @@
 //! messages once the sink says their records are durable. Two implementations: the embedded
 //! log ([`embedded::EmbeddedSink`]) and, later, a Kafka cluster. Both pass the same
 //! conformance suite (`tests/sink_conformance.rs`).
+//!
+//! [`open`] and [`inspect`] are the one place that knows which backend `log.backend` names.
 
 pub mod embedded;
 
-use crate::log::{LogError, Offset};
+use crate::config::{Backend, LogConfig, TopicsConfig};
+use crate::log::{Log, LogError, LogOptions, LogReader, Offset};
 use crate::record::Record;
+use crate::route::PartitionCounts;
+use embedded::EmbeddedSink;
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use thiserror::Error;
 
 #[derive(Debug, Clone, Error)]
 pub enum SinkError {
     #[error(transparent)]
     Log(#[from] LogError),
+    /// The config names a backend this build cannot open.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Why the Kafka backend cannot be opened yet; `check` and `run` both say it.
+pub const KAFKA_UNAVAILABLE: &str =
+    "kafka is not available in this version yet; use embedded (the default)";
+
+/// The backend `log.backend` names, opened for writing.
+#[derive(Debug, Clone)]
+pub enum AnySink {
+    Embedded(EmbeddedSink),
+}
+
+/// Opens the configured backend for writing: for the embedded log, takes its lock and recovers
+/// it.
+pub async fn open(log: &LogConfig, topics: &TopicsConfig) -> Result<AnySink, SinkError> {
+    match log.backend {
+        Backend::Embedded => {
+            let opened = Log::open(LogOptions::new(&log.embedded, topics)).await?;
+            Ok(AnySink::Embedded(EmbeddedSink::new(Arc::new(opened))))
+        }
+        Backend::Kafka => Err(SinkError::Unavailable(KAFKA_UNAVAILABLE.into())),
+    }
+}
+
+/// The topics the configured backend holds, read without opening it for writing (no lock, no
+/// recovery), as `check` needs while `run` may be writing.
+pub fn inspect(log: &LogConfig, topics: &TopicsConfig) -> Result<Inspected, SinkError> {
+    match log.backend {
+        Backend::Embedded => {
+            let dir = &log.embedded.dir;
+            let existing = match dir.is_dir() {
+                true => LogReader::open(dir)?.topic_names().clone(),
+                false => BTreeMap::new(),
+            };
+            Ok(Inspected {
+                existing,
+                topics: topics.clone(),
+            })
+        }
+        Backend::Kafka => Err(SinkError::Unavailable(KAFKA_UNAVAILABLE.into())),
+    }
+}
+
+/// A backend's topics as they were when inspected.
+#[derive(Debug, Clone)]
+pub struct Inspected {
+    /// Partition counts of the topics that exist.
+    pub existing: BTreeMap<String, u32>,
+    /// The counts topics still to be created get.
+    topics: TopicsConfig,
+}
+
+impl PartitionCounts for Inspected {
+    fn partitions(&self, topic: &str) -> u32 {
+        match self.existing.get(topic) {
+            Some(&n) => n,
+            None => self.topics.get(topic).partitions,
+        }
+    }
 }
 
 impl SinkError {
@@ -22,6 +90,7 @@ impl SinkError {
     /// (a record too large to store).
     pub fn is_retryable(&self) -> bool {
         match self {
+            SinkError::Unavailable(_) => false,
             SinkError::Log(e) => !matches!(
                 e,
                 LogError::TooLarge(_)
@@ -55,4 +124,50 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Finishes what is in flight and releases the backend.
     fn close(self) -> impl Future<Output = Result<(), SinkError>> + Send;
+}
+
+impl AnySink {
+    /// The embedded log, which the Kafka API listener serves.
+    pub fn embedded_log(&self) -> Option<&Arc<Log>> {
+        match self {
+            AnySink::Embedded(sink) => Some(sink.log()),
+        }
+    }
+}
+
+impl PartitionCounts for AnySink {
+    fn partitions(&self, topic: &str) -> u32 {
+        match self {
+            AnySink::Embedded(sink) => sink.partitions(topic),
+        }
+    }
+}
+
+impl Sink for AnySink {
+    fn append(
+        &self,
+        records: Vec<Record>,
+    ) -> impl Future<Output = Result<Vec<Offset>, SinkError>> + Send + 'static {
+        match self {
+            AnySink::Embedded(sink) => sink.append(records),
+        }
+    }
+
+    fn resume(&self) {
+        match self {
+            AnySink::Embedded(sink) => sink.resume(),
+        }
+    }
+
+    async fn partition_counts(&self) -> Result<BTreeMap<String, u32>, SinkError> {
+        match self {
+            AnySink::Embedded(sink) => sink.partition_counts().await,
+        }
+    }
+
+    async fn close(self) -> Result<(), SinkError> {
+        match self {
+            AnySink::Embedded(sink) => sink.close().await,
+        }
+    }
 }

@@ -1,14 +1,13 @@
 //! `tributary run`: opens the sink, starts the ingress and the pipeline, and on shutdown drains
 //! them in order: stop reading, finish and ack what is in flight, disconnect, close the sink.
 
-use crate::config::{Backend, Config};
+use super::prepare::{prepare, Access, PrepareError, Prepared};
+use crate::config::{Config, Issue};
 use crate::kafka_api::{KafkaApi, ServerOptions};
 use crate::log::offsets::GroupOffsets;
-use crate::log::{Log, LogOptions};
+use crate::log::Log;
 use crate::mqtt::Ingress;
 use crate::pipeline;
-use crate::route::Router;
-use crate::sink::embedded::EmbeddedSink;
 use crate::sink::Sink;
 use std::future::Future;
 use std::sync::Arc;
@@ -21,7 +20,9 @@ const DRAIN: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Error)]
 pub enum AppError {
-    /// The config contradicts what is on disk; exit code 2.
+    /// The config is wrong or contradicts what the backend holds; exit code 2.
+    #[error("{} problem(s) in the configuration", .0.len())]
+    Invalid(Vec<Issue>),
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
@@ -69,34 +70,25 @@ async fn start_kafka_listener(
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
     // rumqttc's rustls needs a process-wide crypto provider; a second install is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    if config.log.backend != Backend::Embedded {
-        return Err(AppError::Config(
-            "log.backend: kafka is not available in this version yet; use embedded".into(),
+    let Prepared { router, sink } = match prepare(&config, Access::Write).await {
+        Ok(prepared) => prepared,
+        Err(PrepareError::Invalid(issues)) => return Err(AppError::Invalid(issues)),
+        Err(PrepareError::Sink(e)) => return Err(e.into()),
+    };
+    let Some(sink) = sink else {
+        return Err(AppError::Other(
+            "the sink was not opened for writing".into(),
         ));
-    }
-    let log = Arc::new(Log::open(LogOptions::new(&config.log.embedded, &config.topics)).await?);
-    let sink = EmbeddedSink::new(log.clone());
-    let existing = sink.partition_counts().await?;
-    for (topic, &n) in &existing {
-        if let Some(t) = config.topics.topics.get(topic) {
-            if t.partitions != n {
-                return Err(AppError::Config(format!(
-                    "topics.{topic}.partitions: {} but the log already holds {topic} with {n} partitions; a topic's partition count cannot change (keys would move). Set it to {n}, or route to a new topic",
-                    t.partitions
-                )));
-            }
-        }
-    }
-    let router = Router::new(&config)
-        .map_err(|issues| AppError::Config(format!("invalid routes: {issues:?}")))?
-        .with_existing_topics(existing);
-    let router = Arc::new(router);
-    let kafka = start_kafka_listener(&config, &log).await?;
+    };
+    let kafka = match sink.embedded_log() {
+        Some(log) => start_kafka_listener(&config, log).await?,
+        None => None,
+    };
     let (ingress, deliveries) = Ingress::start(&config.mqtt, &router.subscriptions())?;
-    tracing::info!(dir = %config.log.embedded.dir.display(), routes = router.routes().len(), "tributary running");
+    tracing::info!(backend = ?config.log.backend, routes = router.routes().len(), "tributary running");
     let mut pipeline = tokio::spawn(pipeline::run(
         deliveries,
-        router,
+        router.clone(),
         sink.clone(),
         ingress.acker(),
     ));
@@ -122,11 +114,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         stop.cancel();
         let _ = server.await;
     }
-    drop(sink);
-    match Arc::try_unwrap(log) {
-        Ok(log) => log.close().await?,
-        Err(_) => tracing::warn!("log still in use at shutdown; it recovers on the next start"),
-    }
+    // The router asks the sink for partition counts: let it go so the sink can close.
+    drop(router);
+    sink.close().await?;
     match drained {
         Ok(Ok(_)) => Ok(()),
         _ => Err(AppError::Other(
