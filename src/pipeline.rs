@@ -108,6 +108,8 @@ async fn recover<S: Sink>(
         if round > 0 {
             tokio::time::sleep(backoff(round - 1)).await;
         }
+        // Loud, but not a line per message per round: the first round, then ever more rarely.
+        let say = round == 0 || round.is_power_of_two();
         sink.resume();
         let attempts: Vec<_> = failed
             .drain(..)
@@ -116,13 +118,16 @@ async fn recover<S: Sink>(
                 let mut records = router.route(&delivery.message);
                 let dead_letter = !error.is_retryable();
                 if dead_letter {
-                    tracing::error!(topic = %delivery.message.topic, error = %error, "the sink refused a message's records for good; sending it to the dead-letter topic");
+                    if say {
+                        tracing::error!(topic = %delivery.message.topic, error = %error, "the sink refused a message's records for good; sending it to the dead-letter topic");
+                    }
                     records = vec![router.rejected(&delivery.message, &records, &error.to_string())];
                 }
                 let append = sink.append(records);
                 (seq, delivery, dead_letter, append)
             })
             .collect();
+        let mut dead_letters_refused = 0usize;
         for (seq, delivery, dead_letter, append) in attempts {
             match append.await {
                 Ok(_) => {
@@ -130,14 +135,14 @@ async fn recover<S: Sink>(
                     acker.complete(delivery);
                 }
                 Err(e) => {
-                    if dead_letter && !e.is_retryable() {
-                        tracing::error!(topic = %delivery.message.topic, error = %e, "the dead letter was refused too: the message stays unacked and is retried; fix the dead-letter topic or the sink");
-                    }
+                    dead_letters_refused += usize::from(dead_letter && !e.is_retryable());
                     failed.push((seq, delivery, e));
                 }
             }
         }
-        if !failed.is_empty() && (round == 0 || round.is_power_of_two()) {
+        if say && dead_letters_refused > 0 {
+            tracing::error!(error = %failed[0].2, messages = dead_letters_refused, round, "dead letters refused too: these messages stay unacked and are retried, holding back the rest; fix the dead-letter topic or the sink");
+        } else if say && !failed.is_empty() {
             tracing::warn!(error = %failed[0].2, waiting = failed.len(), round, "appends still failing; retrying");
         }
         round = round.saturating_add(1);

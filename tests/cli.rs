@@ -507,7 +507,25 @@ const CONFIG_ERRORS: &[(&str, &str, &str, &str)] = &[
         "http.listen",
         "127.0.0.1:9092 is also log.embedded.kafka_listener; give each its own port",
     ),
+    (
+        "a backend this version does not have",
+        with_route!("log: { backend: kafka }"),
+        "log.backend",
+        "kafka is not available in this version yet; use embedded",
+    ),
 ];
+
+/// `check` and `run` go through the same preparation: what one refuses, the other does too,
+/// with the same words and exit code.
+#[test]
+fn check_and_run_refuse_the_same_config() {
+    let config = TempConfig::new(with_route!("log: { backend: kafka }"));
+    let check = config.run(&["check"]);
+    let run = config.run(&["run"]);
+    assert_eq!(check.code, 2, "{check:?}");
+    assert_eq!(run.code, 2, "{run:?}");
+    assert_eq!(check.stderr, run.stderr);
+}
 
 #[test]
 fn check_reports_each_class_of_config_error_with_its_key_path() {

@@ -255,17 +255,36 @@ async fn consume_follow_prints_records_as_the_writer_appends_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_refuses_a_changed_partition_count() {
+async fn check_route_and_run_all_refuse_a_changed_partition_count() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     populated(dir.path()).await.close().await.unwrap();
     // The log holds topic t with 2 partitions; the config now says 3.
     let yaml = std::fs::read_to_string(&cfg).unwrap() + "topics: { t: { partitions: 3 } }\n";
     std::fs::write(&cfg, yaml).unwrap();
-    let (code, _, stderr) = run(&cfg, &["run"]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("topics.t.partitions: 3 but the log already holds t with 2 partitions"),
-        "{stderr}"
-    );
+    for args in [&["check"][..], &["route", "a/b"], &["run"]] {
+        let (code, stdout, stderr) = run(&cfg, args);
+        assert_eq!(code, 2, "{args:?}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("topics.t.partitions: 3 but the log already holds t with 2 partitions"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_route_use_the_logs_partition_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    // The log holds topic t with 2 partitions; the config leaves t to the default (4).
+    let log = populated(dir.path()).await;
+    // ... and they read it while `run`'s writer holds the log.
+    let (code, stdout, stderr) = run(&cfg, &["check"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("-> t (2 partitions)"), "{stdout}");
+    let (code, stdout, stderr) = run(&cfg, &["route", "a/b"]);
+    assert_eq!(code, 0, "{stderr}");
+    let line: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(line["partition"].as_u64().unwrap() < 2, "{line}");
+    log.close().await.unwrap();
 }
