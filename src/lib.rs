@@ -1,13 +1,28 @@
 //! Tributary bridges MQTT devices to a partitioned, durable, replayable Kafka-style log.
 //!
 //! # Layout
-//! - [`config`]: `bridge.yaml` + `TRIBUTARY_*` environment, validated whole.
+//! Data flows one way: ingress ([`mqtt`]) -> [`pipeline`] -> [`route`] -> [`sink`] -> acks, and
+//! the embedded [`log`] is served to Kafka clients by [`kafka_api`].
+//!
+//! - [`app`]: the composition root: `prepare` (every cross-module check, the sink, the router)
+//!   shared by `check`, `route` and `run`; `run` starts the tasks and drains them in order.
+//! - [`config`]: `bridge.yaml` + `TRIBUTARY_*` environment, validated whole; a leaf that
+//!   imports no other module.
 //! - [`message`]: a received MQTT message, as the router sees it.
-//! - [`route`]: filters, templates and partitioning: `Message` -> `Record`s (pure).
-//! - [`record`]: a record bound for the log.
-//! - [`log`]: the embedded log: segments, indexes, recovery, group commit, group offsets.
-//! - [`sink`]: the `Sink` trait the pipeline appends through, and its implementations.
+//! - [`mqtt`]: the client of an existing broker: the session, and the in-order ack tracker.
+//! - [`pipeline`]: deliveries through the router to the sink, acked once stored; retries in
+//!   order, and never acks what was not stored.
+//! - [`route`]: filters, templates and partitioning: `Message` -> `Record`s (pure); asks the
+//!   log for partition counts through `PartitionCounts`.
+//! - [`record`]: a record bound for the log, and Kafka's topic-name rule.
+//! - [`sink`]: the `Sink` trait the pipeline appends through, its implementations, and
+//!   `sink::open`, the one place that knows the backends.
+//! - [`log`]: the embedded log: segments, indexes, recovery, group commit, group offsets, and
+//!   each topic's partition count (its one owner).
+//! - [`kafka_api`]: the Kafka wire protocol over the embedded log, for any Kafka client.
 //! - [`cli`]: what the commands print.
+//! - [`alloc`]: the binary's allocator, which survives a huge allocation a malformed Kafka
+//!   request asks for.
 
 pub mod alloc;
 pub mod app;
