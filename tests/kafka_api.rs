@@ -4,7 +4,8 @@
 //! byte; malformed, truncated, oversized and fuzzed frames close only their own connection;
 //! idle connections close; connections past the limit are refused.
 //!
-//! Outside tools: `apt-get install kcat mosquitto`, `pip install confluent-kafka kafka-python`.
+//! Outside tools: kcat, mosquitto, and the Python clients confluent-kafka and kafka-python:
+//! `scripts/test` installs them; a test whose tool is missing fails with the install command.
 
 // The binary's allocator: a request declaring a 2^31-element array is reserved rather than
 // aborting the process (src/alloc.rs), and the robustness tests below send such requests.
@@ -470,14 +471,12 @@ fn run(mut command: Command, limit: Duration) -> std::process::Output {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("{what}: {e} (kcat: apt-get install -y kcat; python3 with pip install confluent-kafka kafka-python)"));
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     let id = child.id();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let watchdog = std::thread::spawn(move || {
         if done_rx.recv_timeout(limit).is_err() {
-            let _ = Command::new("kill")
-                .args(["-KILL", &id.to_string()])
-                .status();
+            support::signal_pid(id, libc::SIGKILL);
             return true;
         }
         false
@@ -494,7 +493,7 @@ fn run(mut command: Command, limit: Duration) -> std::process::Output {
 }
 
 fn kcat(args: &[&str]) -> String {
-    let mut command = Command::new("kcat");
+    let mut command = Command::new(support::require("kcat", "apt-get install -y kcat"));
     command.args(args);
     let out = run(command, Duration::from_secs(30));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -1356,19 +1355,19 @@ async fn kcat_lists_and_consumes_exact_records() {
 // 4. Python clients
 // ---------------------------------------------------------------------------------------------
 
-/// Runs tests/python/consume.py; None when the client library is not installed (exit 3).
-fn python_consume(client: &str, bootstrap: &str, topic: &str) -> Option<(Vec<Rec>, usize, String)> {
+/// Runs tests/python/consume.py with `client` (confluent or kafka-python).
+fn python_consume(client: &str, bootstrap: &str, topic: &str) -> (Vec<Rec>, usize, String) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/consume.py");
     // TRIBUTARY_PYTHON: another interpreter (a virtualenv with other client versions).
-    let python = std::env::var("TRIBUTARY_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = support::require_python(match client {
+        "confluent" => &[("confluent_kafka", "confluent-kafka")],
+        "kafka-python" => &[("kafka", "kafka-python")],
+        other => panic!("no Python client {other}"),
+    });
     let mut command = Command::new(python);
     command.args([script, client, bootstrap, topic]);
     let out = run(command, Duration::from_secs(45));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() == Some(3) {
-        eprintln!("{client}: {}", stderr.trim());
-        return None;
-    }
     assert!(
         out.status.success(),
         "consume.py {client}: {}\n{stderr}",
@@ -1397,11 +1396,11 @@ fn python_consume(client: &str, bootstrap: &str, topic: &str) -> Option<(Vec<Rec
                 .collect(),
         })
         .collect();
-    Some((
+    (
         records,
         summary["count"].as_u64().unwrap() as usize,
         summary["sha256"].as_str().unwrap().to_string(),
-    ))
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1411,10 +1410,7 @@ async fn python_clients_read_the_same_records() {
     let sum = checksum(&expected);
     for client in ["confluent", "kafka-python"] {
         let b = server.bootstrap();
-        let got = blocking(move || python_consume(client, &b, "events")).await;
-        let Some((records, count, sha)) = got else {
-            panic!("{client} is not installed: pip install confluent-kafka kafka-python");
-        };
+        let (records, count, sha) = blocking(move || python_consume(client, &b, "events")).await;
         assert_eq!(count, expected.len(), "{client}: count");
         assert_eq!(sha, sum, "{client}: checksum");
         assert_eq!(records, expected, "{client}: records");

@@ -270,11 +270,12 @@ async fn shared_subscription_splits_the_load() {
 /// with an IP SAN for 127.0.0.1, using the openssl command.
 fn make_certs(dir: &std::path::Path, name: &str, ca: Option<&str>) {
     let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl is installed");
+        let out =
+            std::process::Command::new(support::require("openssl", "apt-get install -y openssl"))
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl runs");
         assert!(
             out.status.success(),
             "openssl {args:?}: {}",

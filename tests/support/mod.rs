@@ -1,5 +1,6 @@
 //! Test support: a real Mosquitto per test on a free port, the real `tributary` binary, an
-//! MQTT publisher, and reading back what the gateway stored. Shared by the MQTT test files.
+//! MQTT publisher, reading back what the gateway stored, and `require`: the one way a test
+//! finds a program it runs beside the gateway. Shared by the MQTT and Kafka API test files.
 #![allow(dead_code)]
 
 use bytes::Bytes;
@@ -34,10 +35,72 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-fn signal(child: &Child, sig: &str) {
-    let _ = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status();
+/// The program `name` (on PATH, or a path), for a test to run. A test whose peer is missing
+/// fails here with the command that installs it (`install`); it never passes by skipping.
+/// `scripts/test` installs every peer before it runs the tests.
+#[track_caller]
+pub fn require(name: &str, install: &str) -> PathBuf {
+    match find_program(name) {
+        Some(path) => path,
+        None => panic!("{name} not found: run scripts/test, or {install}"),
+    }
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.contains('/') {
+        let path = PathBuf::from(name);
+        return runnable(&path).then_some(path);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| runnable(p))
+}
+
+/// The Python interpreter the tests run (`TRIBUTARY_PYTHON`, a virtualenv's say; default
+/// `python3`), once every `(module, PyPI package)` imports in it; else fails with the command
+/// that installs what is missing.
+#[track_caller]
+pub fn require_python(modules: &[(&str, &str)]) -> PathBuf {
+    let name = std::env::var("TRIBUTARY_PYTHON").unwrap_or_else(|_| "python3".into());
+    let python = require(&name, "apt-get install -y python3 python3-pip");
+    let missing: Vec<&str> = modules
+        .iter()
+        .filter(|(module, _)| {
+            !Command::new(&python)
+                .args(["-c", &format!("import {module}")])
+                // Cargo's LD_LIBRARY_PATH leads to rdkafka-sys's librdkafka: the Python
+                // clients load their own.
+                .env_remove("LD_LIBRARY_PATH")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "Python packages {missing:?} not found for {name}: run scripts/test, or {name} -m pip install {}",
+        missing.join(" ")
+    );
+    python
+}
+
+/// Sends `sig` (libc::SIGTERM, ...) to the process `pid`.
+pub fn signal_pid(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) takes plain integers; a process gone already only gives ESRCH.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+fn signal(child: &Child, sig: libc::c_int) {
+    signal_pid(child.id(), sig);
 }
 
 /// A Mosquitto broker on a free loopback port, configured for lossless tests
@@ -77,13 +140,13 @@ impl Mosquitto {
             .append(true)
             .open(self.dir.path().join("mosquitto.log"))
             .unwrap();
-        let child = Command::new("mosquitto")
+        let child = Command::new(require("mosquitto", "apt-get install -y mosquitto"))
             .arg("-c")
             .arg(self.dir.path().join("mosquitto.conf"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("mosquitto is installed (apt-get install mosquitto)");
+            .expect("mosquitto starts");
         self.child = Some(child);
         let port = self.port;
         assert!(
@@ -103,7 +166,7 @@ impl Mosquitto {
     /// Stops with SIGTERM (Mosquitto saves its persistence file then) and waits.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal(&child, "-TERM");
+            signal(&child, libc::SIGTERM);
             let _ = child.wait();
         }
     }
@@ -213,7 +276,7 @@ impl Gateway {
     /// SIGTERM, then waits for the exit (at most 30 s).
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        signal(&child, "-TERM");
+        signal(&child, libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = child.try_wait().unwrap() {
