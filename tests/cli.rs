@@ -508,18 +508,49 @@ const CONFIG_ERRORS: &[(&str, &str, &str, &str)] = &[
         "127.0.0.1:9092 is also log.embedded.kafka_listener; give each its own port",
     ),
     (
-        "a backend this version does not have",
-        with_route!("log: { backend: kafka }"),
-        "log.backend",
-        "kafka is not available in this version yet; use embedded",
+        "a Kafka property that breaks the guarantee",
+        with_route!("log: { backend: kafka, kafka: { properties: { acks: '1' } } }"),
+        "log.kafka.properties.acks",
+        "acks other than all can lose acked records; leave it out",
     ),
+    (
+        "a transactional id",
+        with_route!("log: { backend: kafka, kafka: { properties: { transactional.id: t } } }"),
+        "log.kafka.properties.transactional.id",
+        "transactions are not supported",
+    ),
+    (
+        "a property librdkafka does not know",
+        with_route!("log: { backend: kafka, kafka: { properties: { linger.mss: '5' } } }"),
+        "log.kafka.properties.linger.mss",
+        "librdkafka refuses it: No such configuration property: \"linger.mss\"",
+    ),
+
 ];
+
+/// Credentials never reach the output, whether the config is valid or not.
+#[test]
+fn check_never_prints_kafka_or_mqtt_passwords() {
+    for extra in ["", ", acks: '0'"] {
+        let yaml = format!(
+            "mqtt: {{ username: u, password: hunter2-mqtt }}\n\
+             log: {{ backend: kafka, kafka: {{ properties: {{ sasl.username: u, sasl.password: hunter2-sasl, ssl.key.password: hunter2-key{extra} }} }} }}\n\
+             routes: [{{ from: a, to: t }}]\n"
+        );
+        let config = TempConfig::new(&yaml);
+        let out = config.run_env(&["check"], &[("TRIBUTARY_MQTT__PASSWORD", "hunter2-env")]);
+        assert_eq!(out.code, if extra.is_empty() { 0 } else { 2 }, "{out:?}");
+        assert!(!format!("{out:?}").contains("hunter2"), "{out:?}");
+    }
+}
 
 /// `check` and `run` go through the same preparation: what one refuses, the other does too,
 /// with the same words and exit code.
 #[test]
 fn check_and_run_refuse_the_same_config() {
-    let config = TempConfig::new(with_route!("log: { backend: kafka }"));
+    let config = TempConfig::new(with_route!(
+        "log: { backend: kafka, kafka: { properties: { acks: '0' } } }"
+    ));
     let check = config.run(&["check"]);
     let run = config.run(&["run"]);
     assert_eq!(check.code, 2, "{check:?}");

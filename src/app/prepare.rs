@@ -2,11 +2,11 @@
 //! so that they never disagree: the checks that need more than one module's rules, the sink,
 //! and the router that asks the sink for partition counts.
 
-use crate::config::{self, Backend, ByteSize, Config, ConfigError, Issue};
+use crate::config::{self, Backend, ByteSize, Config, ConfigError, Issue, KafkaDelivery};
 use crate::log::batch::MAX_BATCH_LEN;
 use crate::record::check_topic_name;
 use crate::route::{compile_routes, PartitionCounts, Router};
-use crate::sink::{self, AnySink, Sink, SinkError, KAFKA_UNAVAILABLE};
+use crate::sink::{self, AnySink, Sink, SinkError};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -39,7 +39,16 @@ pub fn check(config: &Config) -> Vec<Issue> {
         ));
     }
     if config.log.backend == Backend::Kafka {
-        issues.push(Issue::new("log.backend", KAFKA_UNAVAILABLE));
+        let kafka = &config.log.kafka;
+        if kafka.delivery == KafkaDelivery::Buffered {
+            issues.push(Issue::new(
+                "log.kafka.delivery",
+                "buffered is not available in this version yet; use direct (the default)",
+            ));
+        }
+        for (path, message) in sink::kafka::check_properties(kafka) {
+            issues.push(Issue::new(path, message));
+        }
     }
     issues
 }
@@ -104,8 +113,10 @@ pub async fn prepare(config: &Config, access: Access) -> Result<Prepared, Prepar
 }
 
 /// A topic's partition count is fixed once it exists (keys would move): the config must agree.
+/// In a Kafka cluster the cluster's count wins and the config's only says how to create a
+/// topic, so there a disagreement is logged, not refused.
 fn partition_conflicts(config: &Config, existing: &BTreeMap<String, u32>) -> Vec<Issue> {
-    existing
+    let conflicts = existing
         .iter()
         .filter_map(|(topic, &n)| {
             let configured = config.topics.topics.get(topic)?.partitions;
@@ -116,5 +127,14 @@ fn partition_conflicts(config: &Config, existing: &BTreeMap<String, u32>) -> Vec
                 )
             })
         })
-        .collect()
+        .collect();
+    match config.log.backend {
+        Backend::Embedded => conflicts,
+        Backend::Kafka => {
+            for issue in conflicts {
+                tracing::warn!(key = %issue.path, "{}; Kafka's count is used", issue.message);
+            }
+            Vec::new()
+        }
+    }
 }

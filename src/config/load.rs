@@ -2,8 +2,8 @@
 //! deserialized on its own so one run reports every unknown key and bad value, not the first.
 
 use super::{
-    validate, Config, DeadLetterConfig, EmbeddedConfig, HttpConfig, KafkaConfig, LogConfig,
-    MqttConfig, RetentionConfig, RouteConfig, TlsConfig, TopicConfig,
+    validate, BufferConfig, Config, DeadLetterConfig, EmbeddedConfig, HttpConfig, KafkaConfig,
+    LogConfig, MqttConfig, RetentionConfig, RouteConfig, TlsConfig, TopicConfig,
 };
 use figment::providers::{Format, Serialized, Yaml};
 use figment::Figment;
@@ -337,6 +337,7 @@ fn valid_keys(parent: &str) -> Option<&'static [&'static str]> {
         "log.embedded" => fields::<EmbeddedConfig>(),
         "log.embedded.retention" => fields::<RetentionConfig>(),
         "log.kafka" => fields::<KafkaConfig>(),
+        "log.kafka.buffer" => fields::<BufferConfig>(),
         "routes[]" => fields::<RouteConfig>(),
         "dead_letter" => fields::<DeadLetterConfig>(),
         "http" => fields::<HttpConfig>(),

@@ -225,10 +225,14 @@ impl Default for RetentionConfig {
 #[serde(default)]
 pub struct KafkaConfig {
     pub bootstrap_servers: String,
+    pub delivery: KafkaDelivery,
+    pub buffer: BufferConfig,
+    /// Create missing topics with the partition counts of `topics`.
     #[serde(deserialize_with = "scalar::boolean")]
     pub create_topics: bool,
-    /// Passed to librdkafka as they are.
-    #[serde(deserialize_with = "scalar::string_map")]
+    /// Passed to librdkafka as they are (TLS, SASL, tuning). Never printed: they may hold
+    /// credentials.
+    #[serde(deserialize_with = "scalar::string_map", skip_serializing)]
     pub properties: BTreeMap<String, String>,
 }
 
@@ -236,8 +240,39 @@ impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
             bootstrap_servers: "127.0.0.1:9092".into(),
+            delivery: KafkaDelivery::Direct,
+            buffer: BufferConfig::default(),
             create_topics: true,
             properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// When a message is acked with the Kafka backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KafkaDelivery {
+    /// Once Kafka acknowledged every record (acks=all).
+    #[default]
+    Direct,
+    /// Once the local buffer log fsynced it; a forwarder ships the buffer to Kafka in order.
+    Buffered,
+}
+
+/// The local log that buffers records for Kafka (`delivery: buffered`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BufferConfig {
+    pub dir: PathBuf,
+    /// When full, acks and reading stop until the forwarder frees room: never a drop.
+    pub max_bytes: ByteSize,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        BufferConfig {
+            dir: PathBuf::from("./spool"),
+            max_bytes: ByteSize::gib(10),
         }
     }
 }

@@ -28,6 +28,9 @@ impl ByteSize {
     pub const fn mib(n: u64) -> Self {
         ByteSize(n << 20)
     }
+    pub const fn gib(n: u64) -> Self {
+        ByteSize(n << 30)
+    }
 }
 
 impl fmt::Display for HumanDuration {

@@ -2,7 +2,7 @@
 //! listeners that clash. Routes, topic names and the log's limits are other modules' rules:
 //! the composition root (`app::check`) checks those.
 
-use super::{Backend, Config, FsyncPolicy, Issue, MqttVersion};
+use super::{Backend, Config, FsyncPolicy, Issue, KafkaDelivery, MqttVersion};
 use std::time::Duration;
 
 /// Appends every issue in `config`.
@@ -196,6 +196,33 @@ fn log(config: &Config, issues: &mut Vec<Issue>) {
                 "kafka.bootstrap_servers",
                 format!("{servers:?} is not a list of HOST:PORT; e.g. kafka-1:9092,kafka-2:9092"),
             );
+        }
+        let k = &config.log.kafka;
+        if k.delivery == KafkaDelivery::Buffered {
+            if k.buffer.dir.as_os_str().is_empty() {
+                push("kafka.buffer.dir", "cannot be empty; e.g. ./spool".into());
+            }
+            if k.buffer.max_bytes.0 < 1 << 20 {
+                push(
+                    "kafka.buffer.max_bytes",
+                    format!("{} is too small; use 1MiB or more", k.buffer.max_bytes),
+                );
+            }
+        }
+        for (key, value) in &k.properties {
+            // What keeps the guarantee is not the user's to change (DESIGN §5).
+            let why = match key.as_str() {
+                "acks" | "request.required.acks" if !matches!(value.trim(), "all" | "-1") => Some(
+                    "acks other than all can lose acked records; leave it out (Tributary sets acks=all)",
+                ),
+                "transactional.id" => Some(
+                    "transactions are not supported: Tributary acks per message, not per transaction; remove it",
+                ),
+                _ => None,
+            };
+            if let Some(why) = why {
+                push(&format!("kafka.properties.{key}"), why.into());
+            }
         }
     }
 }

@@ -6,12 +6,15 @@
 //! [`open`] and [`inspect`] are the one place that knows which backend `log.backend` names.
 
 pub mod embedded;
+pub mod kafka;
 
 use crate::config::{Backend, LogConfig, TopicsConfig};
 use crate::log::{Log, LogError, LogOptions, LogReader, Offset};
 use crate::record::Record;
 use crate::route::PartitionCounts;
 use embedded::EmbeddedSink;
+use futures::future::Either;
+use kafka::KafkaSink;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -24,16 +27,19 @@ pub enum SinkError {
     /// The config names a backend this build cannot open.
     #[error("{0}")]
     Unavailable(String),
+    #[error("kafka: {message}")]
+    Kafka { message: String, permanent: bool },
+    /// An earlier append failed: this one was not submitted, so that none is stored ahead of
+    /// the failed one (see [`Sink::resume`]).
+    #[error("not submitted: an earlier append failed and is retried first")]
+    Fenced,
 }
-
-/// Why the Kafka backend cannot be opened yet; `check` and `run` both say it.
-pub const KAFKA_UNAVAILABLE: &str =
-    "kafka is not available in this version yet; use embedded (the default)";
 
 /// The backend `log.backend` names, opened for writing.
 #[derive(Debug, Clone)]
 pub enum AnySink {
     Embedded(EmbeddedSink),
+    Kafka(KafkaSink),
 }
 
 /// Opens the configured backend for writing: for the embedded log, takes its lock and recovers
@@ -44,27 +50,24 @@ pub async fn open(log: &LogConfig, topics: &TopicsConfig) -> Result<AnySink, Sin
             let opened = Log::open(LogOptions::new(&log.embedded, topics)).await?;
             Ok(AnySink::Embedded(EmbeddedSink::new(Arc::new(opened))))
         }
-        Backend::Kafka => Err(SinkError::Unavailable(KAFKA_UNAVAILABLE.into())),
+        Backend::Kafka => Ok(AnySink::Kafka(KafkaSink::open(&log.kafka, topics).await?)),
     }
 }
 
 /// The topics the configured backend holds, read without opening it for writing (no lock, no
-/// recovery), as `check` needs while `run` may be writing.
+/// recovery), as `check` needs while `run` may be writing. A Kafka cluster is not asked: `check`
+/// works offline, and Kafka's counts win at run time anyway.
 pub fn inspect(log: &LogConfig, topics: &TopicsConfig) -> Result<Inspected, SinkError> {
-    match log.backend {
-        Backend::Embedded => {
-            let dir = &log.embedded.dir;
-            let existing = match dir.is_dir() {
-                true => LogReader::open(dir)?.topic_names().clone(),
-                false => BTreeMap::new(),
-            };
-            Ok(Inspected {
-                existing,
-                topics: topics.clone(),
-            })
+    let existing = match log.backend {
+        Backend::Embedded if log.embedded.dir.is_dir() => {
+            LogReader::open(&log.embedded.dir)?.topic_names().clone()
         }
-        Backend::Kafka => Err(SinkError::Unavailable(KAFKA_UNAVAILABLE.into())),
-    }
+        Backend::Embedded | Backend::Kafka => BTreeMap::new(),
+    };
+    Ok(Inspected {
+        existing,
+        topics: topics.clone(),
+    })
 }
 
 /// A backend's topics as they were when inspected.
@@ -91,6 +94,8 @@ impl SinkError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SinkError::Unavailable(_) => false,
+            SinkError::Kafka { permanent, .. } => !permanent,
+            SinkError::Fenced => true,
             SinkError::Log(e) => !matches!(
                 e,
                 LogError::TooLarge(_)
@@ -131,6 +136,7 @@ impl AnySink {
     pub fn embedded_log(&self) -> Option<&Arc<Log>> {
         match self {
             AnySink::Embedded(sink) => Some(sink.log()),
+            AnySink::Kafka(_) => None,
         }
     }
 }
@@ -139,6 +145,7 @@ impl PartitionCounts for AnySink {
     fn partitions(&self, topic: &str) -> u32 {
         match self {
             AnySink::Embedded(sink) => sink.partitions(topic),
+            AnySink::Kafka(sink) => sink.partitions(topic),
         }
     }
 }
@@ -149,25 +156,29 @@ impl Sink for AnySink {
         records: Vec<Record>,
     ) -> impl Future<Output = Result<Vec<Offset>, SinkError>> + Send + 'static {
         match self {
-            AnySink::Embedded(sink) => sink.append(records),
+            AnySink::Embedded(sink) => Either::Left(sink.append(records)),
+            AnySink::Kafka(sink) => Either::Right(sink.append(records)),
         }
     }
 
     fn resume(&self) {
         match self {
             AnySink::Embedded(sink) => sink.resume(),
+            AnySink::Kafka(sink) => sink.resume(),
         }
     }
 
     async fn partition_counts(&self) -> Result<BTreeMap<String, u32>, SinkError> {
         match self {
             AnySink::Embedded(sink) => sink.partition_counts().await,
+            AnySink::Kafka(sink) => sink.partition_counts().await,
         }
     }
 
     async fn close(self) -> Result<(), SinkError> {
         match self {
             AnySink::Embedded(sink) => sink.close().await,
+            AnySink::Kafka(sink) => sink.close().await,
         }
     }
 }
