@@ -9,6 +9,9 @@ COPY benches ./benches
 RUN cargo build --release --locked --bin tributary && strip target/release/tributary
 
 FROM debian:bookworm-slim
+# librdkafka links the system OpenSSL (TLS and SASL to a Kafka cluster).
+RUN apt-get update && apt-get install -y --no-install-recommends libssl3 ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 tributary && mkdir -p /data /etc/tributary && chown tributary /data
 COPY --from=build /src/target/release/tributary /usr/local/bin/tributary
 COPY bridge.yaml /etc/tributary/bridge.yaml
