@@ -95,6 +95,9 @@ pub enum LogError {
     TooLarge(String),
     #[error("{0}: the partition writer has stopped")]
     Closed(String),
+    /// A change asked of consumer-group offsets opened read-only (`GroupOffsets::open_read_only`).
+    #[error("{dir}: consumer-group offsets opened read-only cannot be changed")]
+    ReadOnly { dir: PathBuf },
 }
 
 impl LogError {
@@ -113,16 +116,22 @@ pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
         .map_err(|e| LogError::io(dir, e))
 }
 
-/// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, fsync the directory.
+/// Writes `bytes` to `path` atomically and durably: a temp file beside it (`path` with the
+/// extension `tmp`), fsync, rename, fsync the directory. A crash leaves the old file or the new
+/// one; a failure leaves the old one and removes the temp file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(|e| LogError::io(&tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| LogError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| LogError::io(path, e))?;
+    let written = File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+        .map_err(|e| LogError::io(&tmp, e))
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| LogError::io(path, e)));
+    if written.is_err() {
+        // Best effort: a leftover temp file is only litter.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
     sync_dir(dir)
 }
 
