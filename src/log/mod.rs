@@ -16,6 +16,7 @@
 //! - `index`: sparse offset and time indexes.
 //! - `segment`: one segment's files, scanning, recovery and reads.
 //! - `partition`: segments of a partition; the shared read side and the writer's operations.
+//! - `read`: iterators over a partition's batches and records in order, from any offset.
 //! - `writer`: the per-partition writer task with group commit.
 //! - `offsets`: durable consumer-group offsets.
 
@@ -23,6 +24,7 @@ pub mod batch;
 pub mod index;
 pub mod offsets;
 pub mod partition;
+pub mod read;
 pub mod segment;
 pub mod writer;
 
@@ -95,6 +97,15 @@ pub enum LogError {
     TooLarge(String),
     #[error("{0}: the partition writer has stopped")]
     Closed(String),
+    /// A batch read from the log whose records cannot be decoded here: compressed by a Kafka
+    /// producer, or damaged behind a matching CRC. The batch itself is served as it is.
+    #[error("{topic}/{partition}: batch at offset {offset}: {error}")]
+    Undecodable {
+        topic: String,
+        partition: u32,
+        offset: Offset,
+        error: batch::BatchError,
+    },
     /// A change asked of consumer-group offsets opened read-only (`GroupOffsets::open_read_only`).
     #[error("{dir}: consumer-group offsets opened read-only cannot be changed")]
     ReadOnly { dir: PathBuf },
