@@ -39,9 +39,9 @@
 //! A commit replaces `<name>.json` with the log's [`write_atomic`]: it writes `<name>.tmp` in the
 //! same directory, fsyncs it, renames it over `<name>.json` and fsyncs the directory, so a crash
 //! leaves the old file or the new one, never a torn one. Leftover `.tmp` files are ignored, and
-//! removed by the writer at open. A file that
-//! cannot be read as a group's offsets is reported by [`GroupOffsets::damaged`] and skipped (the
-//! rest of the store still opens); it is left as it is until that group commits again.
+//! removed by the writer at open. A file that cannot be read as a group's offsets is reported by
+//! [`GroupOffsets::damaged`] and skipped (the rest of the store still opens); it is left as it is
+//! until that group commits again.
 
 use super::{sync_dir, write_atomic, LogError};
 use serde::{Deserialize, Serialize};
