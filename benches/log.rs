@@ -449,28 +449,18 @@ fn read_raw(p: &PartitionShared) -> ReadFigures {
     }
 }
 
-/// Reads the partition from offset 0 to its end, every batch decoded into records.
+/// Reads the partition from offset 0 to its end with `PartitionShared::batches`, every batch
+/// decoded into records.
 fn read_decoded(p: &PartitionShared) -> ReadFigures {
     let start = Instant::now();
-    let (mut offset, mut records, mut bytes, mut batches) = (0u64, 0u64, 0u64, 0u64);
-    loop {
-        let got = p.read(Offset(offset), READ_BYTES).expect("read");
-        if got.is_empty() {
-            break;
-        }
-        bytes += got.len() as u64;
-        for item in batch::batches(&got) {
-            let (_, whole) = item.expect("valid batch");
-            let decoded = batch::decode(whole).expect("decode");
-            batches += 1;
-            for r in &decoded.records {
-                if r.offset as u64 >= offset {
-                    records += 1;
-                }
-            }
-            offset = decoded.header.next_offset() as u64;
-            black_box(decoded);
-        }
+    let (mut records, mut bytes, mut batches) = (0u64, 0u64, 0u64);
+    for stored in p.batches(Offset(0)).read_bytes(READ_BYTES) {
+        let stored = stored.expect("read");
+        let decoded = stored.decode().expect("decode");
+        bytes += stored.bytes.len() as u64;
+        batches += 1;
+        records += decoded.records.len() as u64;
+        black_box(decoded);
     }
     ReadFigures {
         records,

@@ -358,19 +358,12 @@ async fn append_dataset(
 /// stored batch's bytes.
 fn stored_batches(log: &Log, topic: &str, partition: u32) -> Vec<(batch::BatchHeader, Vec<u8>)> {
     let part = log.partition(topic, partition).unwrap();
-    let mut out = Vec::new();
-    let mut offset = part.start_offset().0;
-    loop {
-        let bytes = part.read(Offset(offset), 1 << 20).unwrap();
-        if bytes.is_empty() {
-            return out;
-        }
-        for item in batch::batches(&bytes) {
-            let (h, whole) = item.unwrap();
-            offset = h.next_offset() as u64;
-            out.push((h, whole.to_vec()));
-        }
-    }
+    part.batches(part.start_offset())
+        .map(|b| {
+            let b = b.unwrap();
+            (b.header, b.bytes.to_vec())
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -39,23 +39,10 @@ fn read_all(
     p: &tributary::log::partition::PartitionShared,
     from: u64,
 ) -> Vec<batch::DecodedRecord> {
-    let mut out = Vec::new();
-    let mut offset = Offset(from);
-    loop {
-        let bytes = p.read(offset, 64 * 1024).unwrap();
-        if bytes.is_empty() {
-            return out;
-        }
-        for item in batch::batches(&bytes) {
-            let (_, whole) = item.unwrap();
-            for r in batch::decode(whole).unwrap().records {
-                if r.offset as u64 >= offset.0 {
-                    out.push(r);
-                }
-            }
-        }
-        offset = Offset(out.last().unwrap().offset as u64 + 1);
-    }
+    p.records(Offset(from))
+        .read_bytes(64 * 1024)
+        .collect::<Result<_, _>>()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,16 +149,18 @@ async fn produced_batches_get_offsets_and_no_leader_epoch() {
         .await
         .unwrap();
     assert_eq!(range, Offset(2)..Offset(5));
-    let bytes = log
+    let stored = log
         .partition("t", 0)
         .unwrap()
-        .read(Offset(2), 1 << 20)
+        .batches(Offset(2))
+        .next()
+        .unwrap()
         .unwrap();
-    let (header, stored) = batch::batches(&bytes).next().unwrap().unwrap();
-    assert_eq!(header.base_offset, 2);
-    assert_eq!(header.partition_leader_epoch, -1);
-    assert_eq!(stored[16..], produced[16..], "the rest byte for byte");
-    let values: Vec<_> = batch::decode(stored)
+    assert_eq!(stored.header.base_offset, 2);
+    assert_eq!(stored.header.partition_leader_epoch, -1);
+    assert_eq!(stored.bytes[16..], produced[16..], "the rest byte for byte");
+    let values: Vec<_> = stored
+        .decode()
         .unwrap()
         .records
         .into_iter()

@@ -173,60 +173,37 @@ fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
 }
 
-/// Every record of a partition from `from`, decoded, checking that each read starts with the
-/// batch holding the offset asked for and that offsets follow on without gaps.
+/// Every record of a partition from `from`, decoded, reading `max_bytes` at a time, checking
+/// that offsets follow on without gaps. (What each read serves is checked by `check_read`.)
 fn read_from(
     p: &PartitionShared,
     from: u64,
     max_bytes: usize,
 ) -> Result<Vec<(u64, Rec)>, LogError> {
     let mut out = Vec::new();
-    let mut offset = from;
-    loop {
-        let bytes = p.read(Offset(offset), max_bytes)?;
-        if bytes.is_empty() {
-            return Ok(out);
-        }
-        let mut first = true;
-        let mut walked = 0;
-        for item in batch::batches(&bytes) {
-            let (h, whole) = item.expect("a read serves only whole, valid batches");
-            walked += whole.len();
-            if first {
-                assert!(
-                    h.base_offset as u64 <= offset && offset <= h.last_offset() as u64,
-                    "read at {offset} starts with batch {}..={}",
-                    h.base_offset,
-                    h.last_offset()
-                );
-                first = false;
-            }
-            for r in batch::decode(whole).unwrap().records {
-                let o = r.offset as u64;
-                if o >= offset {
-                    assert_eq!(o, offset, "offsets follow on");
-                    out.push((o, Rec::from_decoded(&r)));
-                    offset += 1;
-                }
-            }
-        }
-        assert_eq!(walked, bytes.len(), "a read returns whole batches only");
+    for r in p.records(Offset(from)).read_bytes(max_bytes) {
+        let r = r?;
+        let o = r.offset as u64;
+        assert_eq!(o, from + out.len() as u64, "offsets follow on");
+        out.push((o, Rec::from_decoded(&r)));
     }
+    Ok(out)
+}
+
+/// `n` records from `from`, reading one batch at a time: stops before reading past them.
+fn read_n(p: &PartitionShared, from: u64, n: u64) -> Result<Vec<(u64, Rec)>, LogError> {
+    p.records(Offset(from))
+        .read_bytes(1)
+        .take(n as usize)
+        .map(|r| r.map(|r| (r.offset as u64, Rec::from_decoded(&r))))
+        .collect()
 }
 
 /// The record at `offset`, from one read of one batch.
 fn read_one(p: &PartitionShared, offset: u64) -> Result<Rec, LogError> {
-    let bytes = p.read(Offset(offset), 1)?;
-    let (_, whole) = batch::batches(&bytes)
-        .next()
-        .expect("not at the end")
-        .expect("valid");
-    let records = batch::decode(whole).unwrap().records;
-    let r = records
-        .iter()
-        .find(|r| r.offset as u64 == offset)
-        .expect("the batch holds the offset");
-    Ok(Rec::from_decoded(r))
+    let (o, r) = read_n(p, offset, 1)?.pop().expect("not at the end");
+    assert_eq!(o, offset, "the batch holds the offset");
+    Ok(r)
 }
 
 fn read_all(p: &PartitionShared) -> Vec<(u64, Rec)> {
@@ -1470,39 +1447,20 @@ async fn check_damaged_sealed(
             let err = read_from(&p, 0, 1).unwrap_err();
             assert!(is_corrupt_in(&err, &file), "{what}: {err}");
             // Everything before it reads back exactly, batch by batch.
-            let mut got = Vec::new();
-            let mut o = 0;
-            while o < damaged.base {
-                let bytes = p.read(Offset(o), 1).unwrap();
-                let (_, whole) = batch::batches(&bytes).next().unwrap().unwrap();
-                for r in batch::decode(whole).unwrap().records {
-                    got.push((r.offset as u64, Rec::from_decoded(&r)));
-                    o = r.offset as u64 + 1;
-                }
-            }
             assert_eq!(
-                got,
+                read_n(&p, 0, damaged.base).unwrap(),
                 numbered(&expected[..damaged.base as usize], 0),
                 "{what}"
             );
             // The batches after it in the same segment read back exactly, or are reported: never
             // wrong records.
             for x in &b[k + 1..] {
-                match p.read(Offset(x.base), 1) {
-                    Ok(bytes) => {
-                        let (_, whole) = batch::batches(&bytes).next().unwrap().unwrap();
-                        let recs: Vec<_> = batch::decode(whole)
-                            .unwrap()
-                            .records
-                            .iter()
-                            .map(|r| (r.offset as u64, Rec::from_decoded(r)))
-                            .collect();
-                        assert_eq!(
-                            recs,
-                            numbered(&expected[x.base as usize..x.next as usize], x.base),
-                            "{what}"
-                        );
-                    }
+                match read_n(&p, x.base, x.next - x.base) {
+                    Ok(recs) => assert_eq!(
+                        recs,
+                        numbered(&expected[x.base as usize..x.next as usize], x.base),
+                        "{what}"
+                    ),
                     Err(e) => assert!(is_corrupt_in(&e, &file), "{what}: offset {}: {e}", x.base),
                 }
             }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tributary::config::{FsyncPolicy, TopicConfig, TopicsConfig};
-use tributary::log::{batch, Log, LogOptions, Offset};
+use tributary::log::{Log, LogOptions, Offset};
 use tributary::record::{Header, Record};
 use tributary::sink::embedded::EmbeddedSink;
 use tributary::sink::Sink;
@@ -251,33 +251,22 @@ impl Backend for Embedded {
 
     async fn read_back(&self, sink: &EmbeddedSink, topic: &str, partition: u32) -> Vec<Stored> {
         let part = sink.log().partition(topic, partition).unwrap();
-        let mut out = Vec::new();
-        let mut offset = 0;
-        loop {
-            let bytes = part.read(Offset(offset), 1 << 20).unwrap();
-            if bytes.is_empty() {
-                return out;
-            }
-            for item in batch::batches(&bytes) {
-                let (_, whole) = item.unwrap();
-                for r in batch::decode(whole).unwrap().records {
-                    if r.offset as u64 >= offset {
-                        out.push(Stored {
-                            offset: r.offset as u64,
-                            key: r.key,
-                            value: r.value.unwrap_or_default(),
-                            headers: r
-                                .headers
-                                .into_iter()
-                                .map(|h| (h.key, h.value.unwrap_or_default()))
-                                .collect(),
-                            timestamp_ms: r.timestamp_ms,
-                        });
-                    }
+        part.records(Offset(0))
+            .map(|r| {
+                let r = r.unwrap();
+                Stored {
+                    offset: r.offset as u64,
+                    key: r.key,
+                    value: r.value.unwrap_or_default(),
+                    headers: r
+                        .headers
+                        .into_iter()
+                        .map(|h| (h.key, h.value.unwrap_or_default()))
+                        .collect(),
+                    timestamp_ms: r.timestamp_ms,
                 }
-            }
-            offset = out.last().map_or(offset, |r| r.offset + 1);
-        }
+            })
+            .collect()
     }
 }
 

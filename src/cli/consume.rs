@@ -10,8 +10,6 @@ use std::time::Duration;
 
 /// How often `--follow` looks for new records (another process writes them).
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
-/// Bytes read per step.
-const READ_BYTES: usize = 1 << 20;
 
 /// The topics table: one line per partition.
 pub fn topics(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
@@ -98,41 +96,33 @@ pub fn consume(dir: &Path, args: &ConsumeArgs<'_>, out: &mut impl Write) -> anyh
         positions.push((p, at));
     }
     let mut printed = 0u64;
+    let done = |printed: u64| args.limit.is_some_and(|l| printed >= l);
     loop {
         for (p, at) in positions.iter_mut() {
+            if done(printed) {
+                return Ok(out.flush()?);
+            }
             let part = reader.partition(args.topic, *p)?;
-            loop {
-                if args.limit.is_some_and(|l| printed >= l) {
+            let mut records = part.records(*at);
+            for r in records.by_ref() {
+                let r = match r {
+                    Ok(r) => r,
+                    Err(LogError::Undecodable { offset, error, .. }) => {
+                        eprintln!(
+                            "{}/{p}: skipping batch at offset {offset}: {error}",
+                            args.topic
+                        );
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                writeln!(out, "{}", record_line(args.topic, *p, &r))?;
+                printed += 1;
+                if done(printed) {
                     return Ok(out.flush()?);
                 }
-                let bytes = part.read(*at, READ_BYTES)?;
-                if bytes.is_empty() {
-                    break;
-                }
-                for item in batch::batches(&bytes) {
-                    let (h, whole) = item?;
-                    let records = match batch::decode(whole) {
-                        Ok(b) => b.records,
-                        Err(e) => {
-                            eprintln!(
-                                "{}/{p}: skipping batch at offset {}: {e}",
-                                args.topic, h.base_offset
-                            );
-                            Vec::new()
-                        }
-                    };
-                    let from = at.0;
-                    for r in records.iter().filter(|r| r.offset as u64 >= from) {
-                        if args.limit.is_some_and(|l| printed >= l) {
-                            break;
-                        }
-                        writeln!(out, "{}", record_line(args.topic, *p, r))?;
-                        printed += 1;
-                        *at = Offset(r.offset as u64 + 1);
-                    }
-                    *at = Offset(at.0.max(h.next_offset() as u64));
-                }
             }
+            *at = records.position();
         }
         out.flush()?;
         if !args.follow {
@@ -197,5 +187,78 @@ mod tests {
             .parse::<From>()
             .unwrap_err()
             .contains("RFC 3339"));
+    }
+
+    #[tokio::test]
+    async fn compressed_batches_are_skipped_and_the_limit_counts_printed_records() {
+        use crate::config::{FsyncPolicy, TopicsConfig};
+        use crate::log::{Log, LogOptions};
+        use crate::record::Record;
+        use bytes::Bytes;
+
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(LogOptions {
+            dir: dir.path().to_path_buf(),
+            segment_bytes: 1 << 20,
+            fsync: FsyncPolicy::Never,
+            fsync_interval: Duration::from_millis(5),
+            retention_time: None,
+            retention_bytes: None,
+            retention_check: Duration::from_secs(3600),
+            topics: TopicsConfig::default(),
+        })
+        .await
+        .unwrap();
+        let records = |offsets: std::ops::Range<u64>| -> Vec<Record> {
+            offsets
+                .map(|i| Record {
+                    route: "r".into(),
+                    topic: "t".into(),
+                    partition: 0,
+                    key: None,
+                    value: Bytes::from(format!("v{i}")),
+                    headers: Vec::new(),
+                    timestamp_ms: 1_700_000_000_000,
+                    dead_letter: None,
+                })
+                .collect()
+        };
+        log.append("t", 0, records(0..2)).await.unwrap();
+        // A producer's zstd batch (offsets 2 and 3): stored, served, not decodable here.
+        let mut zstd = Vec::new();
+        batch::encode(&mut zstd, 0, records(2..4).iter()).unwrap();
+        zstd[21..23].copy_from_slice(&4i16.to_be_bytes());
+        let crc = crc32c::crc32c(&zstd[21..]);
+        zstd[17..21].copy_from_slice(&crc.to_be_bytes());
+        log.append_batches("t", 0, zstd.into()).await.unwrap();
+        log.append("t", 0, records(4..6)).await.unwrap();
+        log.close().await.unwrap();
+
+        let offsets = |from: From, limit: Option<u64>| -> Vec<u64> {
+            let args = ConsumeArgs {
+                topic: "t",
+                from,
+                partition: Some(0),
+                limit,
+                follow: false,
+            };
+            let mut out = Vec::new();
+            consume(dir.path(), &args, &mut out).unwrap();
+            String::from_utf8(out)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<Value>(l).unwrap()["offset"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect()
+        };
+        assert_eq!(offsets(From::Earliest, None), [0, 1, 4, 5]);
+        assert_eq!(offsets(From::Offset(1), None), [1, 4, 5]);
+        assert_eq!(offsets(From::Offset(3), None), [4, 5]);
+        assert_eq!(offsets(From::Earliest, Some(3)), [0, 1, 4]);
+        assert!(offsets(From::Earliest, Some(0)).is_empty());
+        assert!(offsets(From::Latest, None).is_empty());
     }
 }

@@ -16,6 +16,7 @@
 //! - `index`: sparse offset and time indexes.
 //! - `segment`: one segment's files, scanning, recovery and reads.
 //! - `partition`: segments of a partition; the shared read side and the writer's operations.
+//! - `read`: iterators over a partition's batches and records in order, from any offset.
 //! - `writer`: the per-partition writer task with group commit.
 //! - `offsets`: durable consumer-group offsets.
 
@@ -23,6 +24,7 @@ pub mod batch;
 pub mod index;
 pub mod offsets;
 pub mod partition;
+pub mod read;
 pub mod segment;
 pub mod writer;
 
@@ -95,6 +97,18 @@ pub enum LogError {
     TooLarge(String),
     #[error("{0}: the partition writer has stopped")]
     Closed(String),
+    /// A batch read from the log whose records cannot be decoded here: compressed by a Kafka
+    /// producer, or damaged behind a matching CRC. The batch itself is served as it is.
+    #[error("{topic}/{partition}: batch at offset {offset}: {error}")]
+    Undecodable {
+        topic: String,
+        partition: u32,
+        offset: Offset,
+        error: batch::BatchError,
+    },
+    /// A change asked of consumer-group offsets opened read-only (`GroupOffsets::open_read_only`).
+    #[error("{dir}: consumer-group offsets opened read-only cannot be changed")]
+    ReadOnly { dir: PathBuf },
 }
 
 impl LogError {
@@ -113,16 +127,22 @@ pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
         .map_err(|e| LogError::io(dir, e))
 }
 
-/// Writes `bytes` to `path` atomically and durably: temp file, fsync, rename, fsync the directory.
+/// Writes `bytes` to `path` atomically and durably: a temp file beside it (`path` with the
+/// extension `tmp`), fsync, rename, fsync the directory. A crash leaves the old file or the new
+/// one; a failure leaves the old one and removes the temp file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(|e| LogError::io(&tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| LogError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| LogError::io(path, e))?;
+    let written = File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+        .map_err(|e| LogError::io(&tmp, e))
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| LogError::io(path, e)));
+    if written.is_err() {
+        // Best effort: a leftover temp file is only litter.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
     sync_dir(dir)
 }
 

@@ -36,23 +36,23 @@
 //!
 //! # Durability
 //!
-//! A commit writes `<name>.json.<pid>-<n>.tmp` in the same directory, fsyncs it, renames it over
-//! `<name>.json` and fsyncs the directory, so a crash leaves the old file or the new one, never a
-//! torn one. Leftover `.tmp` files are ignored, and removed by the writer at open. A file that
-//! cannot be read as a group's offsets is reported by [`GroupOffsets::damaged`] and skipped (the
-//! rest of the store still opens); it is left as it is until that group commits again.
+//! A commit replaces `<name>.json` with the log's [`write_atomic`]: it writes `<name>.tmp` in the
+//! same directory, fsyncs it, renames it over `<name>.json` and fsyncs the directory, so a crash
+//! leaves the old file or the new one, never a torn one. Leftover `.tmp` files are ignored, and
+//! removed by the writer at open. A file that cannot be read as a group's offsets is reported by
+//! [`GroupOffsets::damaged`] and skipped (the rest of the store still opens); it is left as it is
+//! until that group commits again.
 
+use super::{sync_dir, write_atomic, LogError};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Write as _};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
-use thiserror::Error;
 
 /// The directory under the log directory that holds one file per group.
 pub const GROUPS_DIR: &str = "@groups";
@@ -76,33 +76,6 @@ pub struct CommittedOffset {
     pub metadata: String,
     /// When the commit was made, in milliseconds since the Unix epoch.
     pub commit_timestamp_ms: i64,
-}
-
-/// Why the offsets store could not be opened or changed.
-#[derive(Debug, Error)]
-pub enum OffsetsError {
-    #[error("could not {op} {}: {source}", .path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
-    #[error("could not rename {} to {}: {source}", .from.display(), .to.display())]
-    Rename {
-        from: PathBuf,
-        to: PathBuf,
-        source: io::Error,
-    },
-    #[error("consumer-group offsets in {} are open read-only", .dir.display())]
-    ReadOnly { dir: PathBuf },
-}
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> OffsetsError + 'a {
-    move |source| OffsetsError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// A group file found at open that could not be read as a group's offsets, and was skipped.
@@ -140,7 +113,6 @@ pub struct GroupOffsets {
     /// One lock per group being written, held across its file write. An entry lives while some
     /// thread holds or waits for it.
     writing: Mutex<HashMap<String, Arc<Mutex<()>>>>,
-    tmp_seq: AtomicU64,
     damaged: Vec<DamagedFile>,
 }
 
@@ -160,10 +132,10 @@ impl GroupOffsets {
     /// temp files a crash left behind and loads every group. Damaged group files do not fail the
     /// open: see [`GroupOffsets::damaged`], which the caller should log. Only one writer may have
     /// a log directory open (the log's directory lock guarantees it).
-    pub fn open(dir: &Path) -> Result<Self, OffsetsError> {
+    pub fn open(dir: &Path) -> Result<Self, LogError> {
         let groups_dir = dir.join(GROUPS_DIR);
         let existed = groups_dir.is_dir();
-        fs::create_dir_all(&groups_dir).map_err(io_err("create", &groups_dir))?;
+        fs::create_dir_all(&groups_dir).map_err(|e| LogError::io(&groups_dir, e))?;
         if !existed {
             sync_dir(dir)?;
         }
@@ -173,16 +145,16 @@ impl GroupOffsets {
     /// Opens the store of the log in `dir` for reading, as of now, while a writer may be running:
     /// never creates, writes or deletes anything. A missing `@groups` directory is an empty
     /// store. Commits made afterwards are seen by opening again.
-    pub fn open_read_only(dir: &Path) -> Result<Self, OffsetsError> {
+    pub fn open_read_only(dir: &Path) -> Result<Self, LogError> {
         Self::load(dir.join(GROUPS_DIR), true)
     }
 
-    fn load(dir: PathBuf, read_only: bool) -> Result<Self, OffsetsError> {
+    fn load(dir: PathBuf, read_only: bool) -> Result<Self, LogError> {
         let mut names = Vec::new();
         match fs::read_dir(&dir) {
             Ok(entries) => {
                 for entry in entries {
-                    let entry = entry.map_err(io_err("list", &dir))?;
+                    let entry = entry.map_err(|e| LogError::io(&dir, e))?;
                     // A name that is not UTF-8 is not one this module writes.
                     if let Ok(name) = entry.file_name().into_string() {
                         names.push(name);
@@ -190,7 +162,7 @@ impl GroupOffsets {
                 }
             }
             Err(e) if read_only && e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("list", &dir)(e)),
+            Err(e) => return Err(LogError::io(&dir, e)),
         }
         names.sort_unstable();
 
@@ -212,7 +184,7 @@ impl GroupOffsets {
                 Ok(bytes) => bytes,
                 // Deleted by the writer since the listing (read-only).
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_err("read", &path)(e)),
+                Err(e) => return Err(LogError::io(&path, e)),
             };
             match decode_file(&bytes, &name) {
                 Ok((group, offsets)) => {
@@ -230,7 +202,6 @@ impl GroupOffsets {
             read_only,
             groups: RwLock::new(groups),
             writing: Mutex::new(HashMap::new()),
-            tmp_seq: AtomicU64::new(0),
             damaged,
         })
     }
@@ -255,11 +226,7 @@ impl GroupOffsets {
     /// wins) and persists the group atomically and durably before returning. On error the
     /// commit may or may not have reached the disk, and memory keeps the offsets from before
     /// it. Committing no entries does nothing.
-    pub fn commit(
-        &self,
-        group: &str,
-        offsets: &[(&str, u32, i64, &str)],
-    ) -> Result<(), OffsetsError> {
+    pub fn commit(&self, group: &str, offsets: &[(&str, u32, i64, &str)]) -> Result<(), LogError> {
         self.commit_at(group, offsets, now_ms())
     }
 
@@ -269,7 +236,7 @@ impl GroupOffsets {
         group: &str,
         offsets: &[(&str, u32, i64, &str)],
         timestamp_ms: i64,
-    ) -> Result<(), OffsetsError> {
+    ) -> Result<(), LogError> {
         self.check_writable()?;
         if offsets.is_empty() {
             return Ok(());
@@ -296,14 +263,14 @@ impl GroupOffsets {
 
     /// Deletes `group`'s offsets and its file (a damaged one too). Returns whether there was
     /// anything to delete. On error memory keeps the group, as for a failed commit.
-    pub fn delete_group(&self, group: &str) -> Result<bool, OffsetsError> {
+    pub fn delete_group(&self, group: &str) -> Result<bool, LogError> {
         self.check_writable()?;
         self.with_group_lock(group, || {
             let path = self.dir.join(file_name(group));
             let removed = match fs::remove_file(&path) {
                 Ok(()) => true,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-                Err(e) => return Err(io_err("delete", &path)(e)),
+                Err(e) => return Err(LogError::io(&path, e)),
             };
             if removed {
                 sync_dir(&self.dir)?;
@@ -343,9 +310,9 @@ impl GroupOffsets {
         read(&self.groups).keys().cloned().collect()
     }
 
-    fn check_writable(&self) -> Result<(), OffsetsError> {
+    fn check_writable(&self) -> Result<(), LogError> {
         if self.read_only {
-            return Err(OffsetsError::ReadOnly {
+            return Err(LogError::ReadOnly {
                 dir: self.dir.clone(),
             });
         }
@@ -369,28 +336,12 @@ impl GroupOffsets {
         result
     }
 
-    /// Replaces `group`'s file with `offsets`: temp file, fsync, rename, fsync the directory.
-    fn write_group_file(&self, group: &str, offsets: &Offsets) -> Result<(), OffsetsError> {
-        let name = file_name(group);
-        let path = self.dir.join(&name);
-        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .dir
-            .join(format!("{name}.{}-{seq}{TMP_EXT}", std::process::id()));
-        let bytes = encode_file(group, offsets).map_err(io_err("encode", &path))?;
-        if let Err(e) = write_synced(&tmp, &bytes) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        if let Err(source) = fs::rename(&tmp, &path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(OffsetsError::Rename {
-                from: tmp,
-                to: path,
-                source,
-            });
-        }
-        sync_dir(&self.dir)
+    /// Replaces `group`'s file with `offsets`, atomically and durably.
+    fn write_group_file(&self, group: &str, offsets: &Offsets) -> Result<(), LogError> {
+        let path = self.dir.join(file_name(group));
+        let bytes =
+            encode_file(group, offsets).map_err(|e| LogError::io(&path, io::Error::other(e)))?;
+        write_atomic(&path, &bytes)
     }
 }
 
@@ -410,7 +361,7 @@ struct FileEntry<'a> {
     commit_timestamp_ms: i64,
 }
 
-fn encode_file(group: &str, offsets: &Offsets) -> io::Result<Vec<u8>> {
+fn encode_file(group: &str, offsets: &Offsets) -> serde_json::Result<Vec<u8>> {
     let file = GroupFile {
         version: FORMAT_VERSION,
         group: Cow::Borrowed(group),
@@ -427,7 +378,7 @@ fn encode_file(group: &str, offsets: &Offsets) -> io::Result<Vec<u8>> {
             })
             .collect(),
     };
-    let mut bytes = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
+    let mut bytes = serde_json::to_vec_pretty(&file)?;
     bytes.push(b'\n');
     Ok(bytes)
 }
@@ -515,23 +466,6 @@ pub fn group_from_file_name(name: &str) -> Option<String> {
     let group = String::from_utf8(bytes).ok()?;
     // Only the one name file_name gives (no lower-case hex, no escaped plain bytes, ...).
     (file_name(&group) == name).then_some(group)
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), OffsetsError> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(io_err("create", path))?;
-    file.write_all(bytes).map_err(io_err("write", path))?;
-    file.sync_all().map_err(io_err("fsync", path))
-}
-
-/// Makes the directory's entries (a rename, a new or deleted file) durable.
-fn sync_dir(dir: &Path) -> Result<(), OffsetsError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync", dir))
 }
 
 fn now_ms() -> i64 {
@@ -838,9 +772,10 @@ mod tests {
         let store = GroupOffsets::open(dir.path()).unwrap();
         store.commit_at("g", &[("t", 0, 1, "")], 1).unwrap();
         drop(store);
-        // As a crash leaves them: a torn new version of g, and a first file of h.
+        // As a crash leaves them: a torn new version of g, and a first file of h (named as
+        // earlier versions named their temp files).
         let groups = dir.path().join(GROUPS_DIR);
-        let torn = groups.join("g.json.999-3.tmp");
+        let torn = groups.join("g.tmp");
         let partial = groups.join("h.json.999-4.tmp");
         fs::write(&torn, b"{\"version\": 1, \"group\": \"g\", \"offs").unwrap();
         fs::write(&partial, b"").unwrap();
@@ -962,14 +897,14 @@ mod tests {
         assert_eq!(ro.groups(), ["g", "h"]);
 
         let err = ro.commit("g", &[("t", 0, 9, "")]).unwrap_err();
-        assert!(matches!(err, OffsetsError::ReadOnly { .. }), "{err}");
+        assert!(matches!(err, LogError::ReadOnly { .. }), "{err}");
         assert!(
             err.to_string().contains(&*ro.dir().to_string_lossy()),
             "{err}"
         );
         assert!(matches!(
             ro.delete_group("g"),
-            Err(OffsetsError::ReadOnly { .. })
+            Err(LogError::ReadOnly { .. })
         ));
         assert_eq!(ro.fetch("g", "t", 0), Some(committed(2, "", 2)));
         assert_eq!(store.fetch("g", "t", 0), Some(committed(2, "", 2)));
@@ -990,7 +925,10 @@ mod tests {
         let err = store
             .commit_at("g", &[("t", 0, 2, ""), ("t", 1, 2, "")], 2)
             .unwrap_err();
-        assert!(matches!(err, OffsetsError::Rename { .. }), "{err}");
+        assert!(
+            matches!(&err, LogError::Io { path: p, .. } if *p == path),
+            "{err}"
+        );
         assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
         assert_eq!(store.group("g"), [("t".to_owned(), 0, committed(1, "", 1))]);
         // The temp file is gone.
@@ -1003,8 +941,9 @@ mod tests {
         let moved = dir.path().join("moved");
         fs::rename(&groups, &moved).unwrap();
         let err = store.commit_at("g", &[("t", 0, 3, "")], 3).unwrap_err();
+        let tmp = groups.join("g.tmp");
         assert!(
-            matches!(err, OffsetsError::Io { op: "create", .. }),
+            matches!(&err, LogError::Io { path, .. } if *path == tmp),
             "{err}"
         );
         assert!(

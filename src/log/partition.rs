@@ -2,6 +2,7 @@
 //! synchronous operations (the writer task in `writer.rs` drives them).
 
 use super::batch::{self, EncodeError};
+use super::read::{Batches, Records};
 use super::segment::{list_segments, SegmentData, SegmentWriter};
 use super::{sync_dir, LogError, Offset};
 use crate::record::Record;
@@ -118,6 +119,18 @@ impl PartitionShared {
             }
         }
         Ok(Bytes::new())
+    }
+
+    /// The batches from the one holding `from` to the end of the log, a read at a time; see
+    /// [`Batches`].
+    pub fn batches(&self, from: Offset) -> Batches<'_> {
+        Batches::new(self, from)
+    }
+
+    /// The records from `from` to the end of the log, decoded, a read at a time; see
+    /// [`Records`].
+    pub fn records(&self, from: Offset) -> Records<'_> {
+        Records::new(self, from)
     }
 
     /// The first offset whose record timestamp is at or after `timestamp_ms`; `None` when
