@@ -44,7 +44,7 @@ async fn start_kafka_listener(
     let Some(addr) = embedded.kafka_listener else {
         return Ok(None);
     };
-    let offsets = GroupOffsets::open(&embedded.dir).map_err(|e| AppError::Other(e.to_string()))?;
+    let offsets = GroupOffsets::open(&embedded.dir)?;
     for damaged in offsets.damaged() {
         tracing::warn!(%damaged, "consumer-group offsets file skipped");
     }
