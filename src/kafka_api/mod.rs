@@ -182,3 +182,8 @@ fn log_error(e: &LogError) -> ResponseError {
         _ => ResponseError::UnknownServerError,
     }
 }
+
+/// The error code of a result: 0 for success.
+fn error_code(result: Result<(), ResponseError>) -> i16 {
+    result.err().map_or(0, |e| e.code())
+}
