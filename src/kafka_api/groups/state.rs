@@ -49,6 +49,8 @@
 
 mod member;
 mod outcome;
+#[cfg(test)]
+mod tests;
 
 pub use member::Member;
 pub use outcome::{JoinReply, Joined, JoinedMember, Outcome, Removal, SyncReply, Synced};
@@ -203,6 +205,16 @@ impl Group {
         members
     }
 
+    /// The ids of the members `which` selects, in join order (so that outcomes come in an
+    /// order that does not depend on hashing).
+    fn ids(&self, which: impl Fn(&Member) -> bool) -> Vec<String> {
+        self.members()
+            .into_iter()
+            .filter(|(_, m)| which(m))
+            .map(|(id, _)| id.to_owned())
+            .collect()
+    }
+
     /// What happened since the last call, in order.
     pub fn take_outcomes(&mut self) -> Vec<Outcome> {
         std::mem::take(&mut self.outcomes)
@@ -354,8 +366,9 @@ impl Group {
 
     /// Answers every held request with `error` (the coordinator is stopping).
     pub fn fail_held(&mut self, error: ResponseError) {
-        for (id, m) in self.members.iter_mut() {
-            m.fail_held(id, error, &mut self.outcomes);
+        for id in self.ids(|_| true) {
+            let m = self.members.get_mut(&id).expect("listed member");
+            m.fail_held(&id, error, &mut self.outcomes);
         }
     }
 
@@ -368,13 +381,7 @@ impl Group {
         if self.pending.len() != pending {
             self.try_complete_join(now);
         }
-        let expired: Vec<String> = self
-            .members
-            .iter()
-            .filter(|(_, m)| !m.awaiting() && m.expires <= now)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in expired {
+        for id in self.ids(|m| !m.awaiting() && m.expires <= now) {
             let error = ResponseError::UnknownMemberId;
             self.remove_member(&id, error, Removal::SessionTimeout, now);
         }
@@ -386,13 +393,7 @@ impl Group {
         if self.state == GroupState::CompletingRebalance
             && self.sync_deadline.is_some_and(|d| d <= now)
         {
-            let lagging: Vec<String> = self
-                .members
-                .iter()
-                .filter(|(_, m)| !m.synced)
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in lagging {
+            for id in self.ids(|m| !m.synced) {
                 let error = ResponseError::UnknownMemberId;
                 self.remove_member(&id, error, Removal::NotSynced, now);
             }
@@ -539,10 +540,11 @@ impl Group {
     /// Enters PreparingRebalance: held SyncGroups fail with REBALANCE_IN_PROGRESS, assignments
     /// are dropped and every member has to rejoin. `initial` is for an empty group's first join.
     fn prepare_rebalance(&mut self, now: Instant, initial: bool) {
-        for (id, m) in self.members.iter_mut() {
+        for id in self.ids(|_| true) {
+            let m = self.members.get_mut(&id).expect("listed member");
             if std::mem::take(&mut m.sync_held) {
                 self.outcomes.push(Outcome::Sync {
-                    member: id.clone(),
+                    member: id,
                     result: Err(ResponseError::RebalanceInProgress),
                 });
             }
@@ -578,13 +580,7 @@ impl Group {
     /// Ends the join phase: removes the members that did not rejoin, starts the next
     /// generation and answers every held JoinGroup.
     fn complete_join(&mut self, now: Instant) {
-        let gone: Vec<String> = self
-            .members
-            .iter()
-            .filter(|(_, m)| !m.joined)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in gone {
+        for id in self.ids(|m| !m.joined) {
             self.drop_member(&id, ResponseError::UnknownMemberId, Removal::NotRejoined);
         }
         self.join_deadline = None;
@@ -594,11 +590,7 @@ impl Group {
             self.become_empty();
             return;
         }
-        let ids: Vec<String> = self
-            .members()
-            .into_iter()
-            .map(|(id, _)| id.to_owned())
-            .collect();
+        let ids = self.ids(|_| true);
         let leader = match &self.leader {
             Some(leader) if self.members.contains_key(leader) => leader.clone(),
             _ => ids[0].clone(),
@@ -638,8 +630,7 @@ impl Group {
         }
         self.state = GroupState::Stable;
         self.sync_deadline = None;
-        let ids: Vec<String> = self.members.keys().cloned().collect();
-        for id in ids {
+        for id in self.ids(|_| true) {
             let synced = self.synced(self.members[&id].assignment.clone());
             let m = self.members.get_mut(&id).expect("listed member");
             m.touch(now);
