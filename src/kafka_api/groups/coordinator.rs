@@ -77,7 +77,7 @@ impl std::fmt::Debug for Coordinator {
 pub(super) enum Clock {
     Tokio,
     #[cfg(test)]
-    Manual(Arc<Mutex<tokio::time::Instant>>),
+    Manual(Arc<Mutex<Instant>>),
 }
 
 impl Clock {
@@ -85,7 +85,7 @@ impl Clock {
         match self {
             Clock::Tokio => tokio::time::Instant::now().into_std(),
             #[cfg(test)]
-            Clock::Manual(now) => lock(now).into_std(),
+            Clock::Manual(now) => *lock(now),
         }
     }
 }
@@ -104,6 +104,8 @@ pub(super) struct Entry {
     pub(super) group: Group,
     joins: HashMap<String, Waiter<JoinGroupResponse>>,
     syncs: HashMap<String, Waiter<SyncGroupResponse>>,
+    /// The group's state and generation when last logged.
+    logged: (GroupState, i32),
 }
 
 /// A held request: where its response goes, and the version it must be encodable at.
@@ -121,8 +123,10 @@ impl<T> Waiter<T> {
 
 impl Entry {
     pub(super) fn new(initial_delay: Duration) -> Entry {
+        let group = Group::new(initial_delay);
         Entry {
-            group: Group::new(initial_delay),
+            logged: (group.state(), group.generation()),
+            group,
             joins: HashMap::new(),
             syncs: HashMap::new(),
         }
@@ -155,9 +159,9 @@ impl Entry {
         rx
     }
 
-    /// Acts on what the group decided since the last call: answers held requests and logs
-    /// removals and changes of state (`before`: the state and generation the call started in).
-    pub(super) fn settle(&mut self, group_id: &str, before: (GroupState, i32)) {
+    /// Acts on what the group decided since the last call: answers held requests, and logs
+    /// removals and changes of state. Call it after every change to the group.
+    pub(super) fn settle(&mut self, group_id: &str) {
         for outcome in self.group.take_outcomes() {
             match outcome {
                 Outcome::Join { member, result } => {
@@ -177,12 +181,13 @@ impl Entry {
                 Outcome::Removed { member, why } => log_removal(group_id, &member, why),
             }
         }
-        let after = (self.group.state(), self.group.generation());
-        if after != before {
+        let now = (self.group.state(), self.group.generation());
+        if now != self.logged {
+            self.logged = now;
             tracing::debug!(
                 group = group_id,
-                state = after.0.name(),
-                generation = after.1,
+                state = now.0.name(),
+                generation = now.1,
                 members = self.group.members().len(),
                 "group changes state"
             );
@@ -287,10 +292,9 @@ impl Coordinator {
             .by_id
             .iter_mut()
             .filter_map(|(id, entry)| {
-                let before = (entry.group.state(), entry.group.generation());
                 entry.forget_abandoned();
                 let next = entry.group.sweep(now);
-                entry.settle(id, before);
+                entry.settle(id);
                 next
             })
             .min();
@@ -302,9 +306,8 @@ impl Coordinator {
         let mut groups = lock(&self.groups);
         groups.closed = true;
         for (id, entry) in groups.by_id.iter_mut() {
-            let before = (entry.group.state(), entry.group.generation());
             entry.group.fail_held(ResponseError::NotCoordinator);
-            entry.settle(id, before);
+            entry.settle(id);
         }
     }
 

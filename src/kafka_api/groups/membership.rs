@@ -85,7 +85,6 @@ impl Coordinator {
             .by_id
             .entry(group_id.clone())
             .or_insert_with(|| Entry::new(delay));
-        let before = (entry.group.state(), entry.group.generation());
         let held = match entry.group.join(joiner, spec, now) {
             JoinReply::Joined(joined) => Held::Ready(join_response(&joined)),
             JoinReply::Failed(error) => fail(error),
@@ -95,7 +94,7 @@ impl Coordinator {
             }
             JoinReply::Held { member } => Held::Wait(entry.hold_join(&member, version)),
         };
-        entry.settle(&group_id, before);
+        entry.settle(&group_id);
         held
     }
 
@@ -165,7 +164,6 @@ impl Coordinator {
         let Some(entry) = groups.by_id.get_mut(req.group_id.as_str()) else {
             return fail(ResponseError::UnknownMemberId);
         };
-        let before = (entry.group.state(), entry.group.generation());
         let spec = SyncSpec {
             member_id: req.member_id.as_str(),
             generation: req.generation_id,
@@ -182,7 +180,7 @@ impl Coordinator {
             SyncReply::Failed(error) => fail(error),
             SyncReply::Held => Held::Wait(entry.hold_sync(req.member_id.as_str(), version)),
         };
-        entry.settle(req.group_id.as_str(), before);
+        entry.settle(req.group_id.as_str());
         held
     }
 
@@ -216,9 +214,6 @@ impl Coordinator {
         {
             let mut groups = lock(&self.groups);
             let mut entry = groups.by_id.get_mut(req.group_id.as_str());
-            let before = entry
-                .as_ref()
-                .map(|e| (e.group.state(), e.group.generation()));
             for (member_id, instance_id) in leaving {
                 let result = match entry.as_deref_mut() {
                     None => Err(ResponseError::UnknownMemberId),
@@ -226,8 +221,8 @@ impl Coordinator {
                 };
                 results.push((member_id, instance_id, error_code(result)));
             }
-            if let (Some(entry), Some(before)) = (entry, before) {
-                entry.settle(req.group_id.as_str(), before);
+            if let Some(entry) = entry {
+                entry.settle(req.group_id.as_str());
             }
         }
         self.wake.notify_one();

@@ -205,16 +205,6 @@ impl Group {
         members
     }
 
-    /// The ids of the members `which` selects, in join order (so that outcomes come in an
-    /// order that does not depend on hashing).
-    fn ids(&self, which: impl Fn(&Member) -> bool) -> Vec<String> {
-        self.members()
-            .into_iter()
-            .filter(|(_, m)| which(m))
-            .map(|(id, _)| id.to_owned())
-            .collect()
-    }
-
     /// What happened since the last call, in order.
     pub fn take_outcomes(&mut self) -> Vec<Outcome> {
         std::mem::take(&mut self.outcomes)
@@ -456,6 +446,16 @@ impl Group {
             .map(|m| m.rebalance_timeout)
             .max()
             .unwrap_or_default()
+    }
+
+    /// The ids of the members `which` selects, in join order (so that outcomes come in an
+    /// order that does not depend on hashing).
+    fn ids(&self, which: impl Fn(&Member) -> bool) -> Vec<String> {
+        self.members()
+            .into_iter()
+            .filter(|(_, m)| which(m))
+            .map(|(id, _)| id.to_owned())
+            .collect()
     }
 
     fn member_with_instance(&self, instance_id: &str) -> Option<String> {
