@@ -1,10 +1,13 @@
-//! The APIs and versions this broker offers: what librdkafka (kcat included), the Java client
-//! and kafka-python negotiate, within what the codecs decode, leaving out versions that need
-//! features the embedded log does not have (topic ids in Fetch 13+, batched OffsetFetch 8+ and
-//! FindCoordinator 4+, consumer-protocol heartbeats, client telemetry).
+//! ApiVersions, and the one list of the APIs and versions this broker offers: what librdkafka
+//! (kcat included), the Java client and kafka-python negotiate, within what the codecs decode,
+//! leaving out versions that need features the embedded log does not have (topic ids in Fetch
+//! 13+, batched OffsetFetch 8+ and FindCoordinator 4+, consumer-protocol heartbeats, client
+//! telemetry).
 
+use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Message;
+use kafka_protocol::ResponseError;
 use std::ops::RangeInclusive;
 
 /// (api, our min, our max); the offered range is this within the codec's own.
@@ -49,7 +52,7 @@ fn codec(api: ApiKey) -> (i16, i16) {
 }
 
 /// Every offered API with its version range.
-pub fn offered() -> impl Iterator<Item = (ApiKey, i16, i16)> {
+fn offered() -> impl Iterator<Item = (ApiKey, i16, i16)> {
     OFFERED.iter().map(|&(api, min, max)| {
         let (cmin, cmax) = codec(api);
         (api, min.max(cmin), max.min(cmax))
@@ -61,6 +64,25 @@ pub fn supported(api: ApiKey) -> Option<RangeInclusive<i16>> {
     offered()
         .find(|(a, _, _)| *a == api)
         .map(|(_, min, max)| min..=max)
+}
+
+/// The offered APIs and versions.
+pub fn handle() -> ApiVersionsResponse {
+    let keys = offered()
+        .map(|(api, min, max)| {
+            ApiVersion::default()
+                .with_api_key(api as i16)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
+        .collect();
+    ApiVersionsResponse::default().with_api_keys(keys)
+}
+
+/// For an ApiVersions request of a version this broker does not speak: UNSUPPORTED_VERSION,
+/// and the list, encoded as v0 so any client reads it.
+pub fn unsupported() -> ApiVersionsResponse {
+    handle().with_error_code(ResponseError::UnsupportedVersion.code())
 }
 
 #[cfg(test)]
