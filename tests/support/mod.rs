@@ -1,6 +1,7 @@
 //! Test support: a real Mosquitto per test on a free port, the real `tributary` binary, an
 //! MQTT publisher, and reading back what the gateway stored. Shared by the MQTT test files.
 #![allow(dead_code)]
+pub mod kafka;
 
 use bytes::Bytes;
 use std::collections::BTreeMap;
