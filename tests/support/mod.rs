@@ -2,6 +2,7 @@
 //! MQTT publisher, reading back what the gateway stored, and `require`: the one way a test
 //! finds a program it runs beside the gateway. Shared by the MQTT and Kafka API test files.
 #![allow(dead_code)]
+pub mod kafka;
 
 use bytes::Bytes;
 use std::collections::BTreeMap;
