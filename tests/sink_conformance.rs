@@ -1,15 +1,22 @@
-//! One suite, every sink: each scenario runs against each backend (the embedded log now; the
-//! Kafka sink joins with its own `Backend`). A sink passes when every record it reports stored
-//! reads back exactly, in order per partition, with the offsets it reported.
+//! One suite, every sink: each scenario runs against each backend (the embedded log, and a real
+//! Apache Kafka broker through the Kafka sink). A sink passes when every record it reports
+//! stored reads back exactly, in order per partition, with the offsets it reported.
+
+mod support;
 
 use bytes::Bytes;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, TopicPartitionList};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tributary::config::{FsyncPolicy, TopicConfig, TopicsConfig};
+use tributary::config::{FsyncPolicy, KafkaConfig, TopicConfig, TopicsConfig};
 use tributary::log::{Log, LogOptions, Offset};
 use tributary::record::{Header, Record};
 use tributary::sink::embedded::EmbeddedSink;
+use tributary::sink::kafka::KafkaSink;
 use tributary::sink::Sink;
 
 /// A record as read back from a backend.
@@ -24,16 +31,21 @@ struct Stored {
 
 trait Backend {
     type S: Sink + Clone;
+    /// The name this backend gives the scenario's topic `name` (a shared Kafka broker needs
+    /// names of its own for each scenario).
+    fn topic(&self, name: &str) -> String {
+        name.to_string()
+    }
     /// Opens the sink on this backend's storage (again, after `close`).
     async fn open(&self) -> Self::S;
     /// Every record of a partition, in offset order.
     async fn read_back(&self, sink: &Self::S, topic: &str, partition: u32) -> Vec<Stored>;
 }
 
-fn topics() -> TopicsConfig {
+/// Topic `three` has 3 partitions, every other 4.
+fn topics(three: &str) -> TopicsConfig {
     let mut t = TopicsConfig::default();
-    t.topics
-        .insert("three".into(), TopicConfig { partitions: 3 });
+    t.topics.insert(three.into(), TopicConfig { partitions: 3 });
     t
 }
 
@@ -76,17 +88,18 @@ fn stored(r: &Record, offset: u64) -> Stored {
 /// Records of every shape land with the offsets reported, and read back exactly.
 async fn delivers_every_shape<B: Backend>(b: &B) {
     let sink = b.open().await;
+    let (three, other) = (b.topic("three"), b.topic("other"));
     let many: Vec<(String, String)> = (0..50)
         .map(|i| (format!("h{i}"), format!("v{i}")))
         .collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let records = vec![
-        record("three", 0, None, "null key", &[]),
-        record("three", 0, Some("k"), "", &[("a", "1")]),
-        record("three", 1, Some(""), "empty key", &many),
-        record("other", 2, Some("big"), vec![7u8; 1 << 20], &[]),
+        record(&three, 0, None, "null key", &[]),
+        record(&three, 0, Some("k"), "", &[("a", "1")]),
+        record(&three, 1, Some(""), "empty key", &many),
+        record(&other, 2, Some("big"), vec![7u8; 1 << 20], &[]),
         record(
-            "three",
+            &three,
             0,
             Some("k2"),
             "third in partition 0",
@@ -119,14 +132,16 @@ async fn delivers_every_shape<B: Backend>(b: &B) {
 /// Concurrent appenders: nothing lost, nothing doubled, each appender's order kept.
 async fn concurrent_appends_keep_order<B: Backend>(b: &B) {
     let sink = b.open().await;
+    let three = b.topic("three");
     let mut tasks = Vec::new();
     for t in 0..8u32 {
         let sink = sink.clone();
+        let three = three.clone();
         tasks.push(tokio::spawn(async move {
             let mut offsets = Vec::new();
             for i in 0..200u32 {
                 let r = record(
-                    "three",
+                    &three,
                     t % 3,
                     Some(&format!("t{t}")),
                     format!("{t}:{i}"),
@@ -148,7 +163,7 @@ async fn concurrent_appends_keep_order<B: Backend>(b: &B) {
     }
     let mut total = 0;
     for p in 0..3 {
-        let records = b.read_back(&sink, "three", p).await;
+        let records = b.read_back(&sink, &three, p).await;
         total += records.len();
         let mut last: BTreeMap<String, i64> = BTreeMap::new();
         for (i, r) in records.iter().enumerate() {
@@ -168,18 +183,19 @@ async fn concurrent_appends_keep_order<B: Backend>(b: &B) {
 /// What was reported stored is there after the sink closes and opens again; offsets go on.
 async fn survives_reopen<B: Backend>(b: &B) {
     let sink = b.open().await;
+    let reopen = b.topic("reopen");
     let first: Vec<Record> = (0..10)
-        .map(|i| record("reopen", 0, Some("k"), format!("a{i}"), &[]))
+        .map(|i| record(&reopen, 0, Some("k"), format!("a{i}"), &[]))
         .collect();
     sink.append(first.clone()).await.unwrap();
     sink.close().await.unwrap();
     let sink = b.open().await;
     let offsets = sink
-        .append(vec![record("reopen", 0, Some("k"), "after", &[])])
+        .append(vec![record(&reopen, 0, Some("k"), "after", &[])])
         .await
         .unwrap();
     assert_eq!(offsets, [Offset(10)]);
-    let back = b.read_back(&sink, "reopen", 0).await;
+    let back = b.read_back(&sink, &reopen, 0).await;
     assert_eq!(back.len(), 11);
     assert_eq!(
         back[..10],
@@ -196,23 +212,25 @@ async fn survives_reopen<B: Backend>(b: &B) {
 /// A partition that does not exist is refused, not retried forever, and harms nothing else.
 async fn refuses_missing_partition<B: Backend>(b: &B) {
     let sink = b.open().await;
+    let three = b.topic("three");
+    // The topic exists first (the router only ever asks for partitions it was told of).
+    sink.append(vec![record(&three, 0, None, "w", &[])])
+        .await
+        .unwrap();
     let err = sink
-        .append(vec![record("three", 7, None, "x", &[])])
+        .append(vec![record(&three, 7, None, "x", &[])])
         .await
         .unwrap_err();
     assert!(!err.is_retryable(), "{err}");
     assert!(err.to_string().contains("partition 7"), "{err}");
     assert_eq!(
-        sink.append(vec![record("three", 2, None, "y", &[])])
+        sink.append(vec![record(&three, 2, None, "y", &[])])
             .await
             .unwrap()
             .len(),
         1
     );
-    assert_eq!(
-        sink.partition_counts().await.unwrap().get("three"),
-        Some(&3)
-    );
+    assert_eq!(sink.partition_counts().await.unwrap().get(&three), Some(&3));
     sink.close().await.unwrap();
 }
 
@@ -244,7 +262,7 @@ impl Backend for Embedded {
             retention_time: None,
             retention_bytes: None,
             retention_check: Duration::from_secs(3600),
-            topics: topics(),
+            topics: topics("three"),
         };
         EmbeddedSink::new(Arc::new(Log::open(options).await.unwrap()))
     }
@@ -288,4 +306,125 @@ async fn embedded_survives_reopen() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_refuses_missing_partition() {
     refuses_missing_partition(&Embedded::new()).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A real Apache Kafka broker, through the Kafka sink
+// ---------------------------------------------------------------------------------------------
+
+/// One broker for the whole binary; each scenario gets topics of its own.
+struct Kafka {
+    bootstrap: String,
+    suffix: u32,
+}
+
+impl Kafka {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        Kafka {
+            bootstrap: support::kafka::KafkaBroker::shared().bootstrap(),
+            suffix: std::process::id() * 100 + NEXT.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+}
+
+impl Backend for Kafka {
+    type S = KafkaSink;
+
+    fn topic(&self, name: &str) -> String {
+        format!("{name}-{}", self.suffix)
+    }
+
+    async fn open(&self) -> KafkaSink {
+        let mut config = KafkaConfig {
+            bootstrap_servers: self.bootstrap.clone(),
+            ..Default::default()
+        };
+        // The 1 MiB record of `delivers_every_shape` is over librdkafka's default 1,000,000.
+        config
+            .properties
+            .insert("message.max.bytes".into(), "2000000".into());
+        KafkaSink::open(&config, &topics(&self.topic("three")))
+            .await
+            .unwrap()
+    }
+
+    async fn read_back(&self, _: &KafkaSink, topic: &str, partition: u32) -> Vec<Stored> {
+        let (bootstrap, topic) = (self.bootstrap.clone(), topic.to_string());
+        tokio::task::spawn_blocking(move || read_partition(&bootstrap, &topic, partition))
+            .await
+            .unwrap()
+    }
+}
+
+/// Every record of one partition, read with a librdkafka consumer up to the high watermark.
+fn read_partition(bootstrap: &str, topic: &str, partition: u32) -> Vec<Stored> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "conformance-read-back")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(10);
+    let (_, high) = consumer
+        .fetch_watermarks(topic, partition as i32, timeout)
+        .unwrap();
+    let mut assignment = TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, partition as i32, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (out.len() as i64) < high {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic}/{partition}: read {} of {high}",
+            out.len()
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = message.unwrap();
+        out.push(Stored {
+            offset: m.offset() as u64,
+            key: m.key().map(Bytes::copy_from_slice),
+            value: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+            headers: m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_string(),
+                                Bytes::copy_from_slice(h.value.unwrap_or_default()),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            timestamp_ms: m.timestamp().to_millis().unwrap_or(-1),
+        });
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_delivers_every_shape() {
+    delivers_every_shape(&Kafka::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_concurrent_appends_keep_order() {
+    concurrent_appends_keep_order(&Kafka::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_survives_reopen() {
+    survives_reopen(&Kafka::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_refuses_missing_partition() {
+    refuses_missing_partition(&Kafka::new()).await;
 }

@@ -314,15 +314,20 @@ impl Submitter {
             return Ok(known);
         }
         let assumed = self.shared.topics.get(topic).partitions;
-        if self.create_topics {
-            self.create(topic, assumed).await?;
-        }
-        let counts = self.metadata(Some(topic)).await?;
-        let Some(&real) = counts.get(topic) else {
-            return Err(SinkError::Kafka {
-                message: format!("topic {topic} does not exist and log.kafka.create_topics is false; create it, or set create_topics: true"),
-                permanent: true,
-            });
+        let real = match self.create_topics {
+            true => {
+                self.create(topic, assumed).await?;
+                self.created_count(topic).await?
+            }
+            false => match self.metadata(Some(topic)).await?.get(topic) {
+                Some(&real) => real,
+                None => {
+                    return Err(SinkError::Kafka {
+                        message: format!("topic {topic} does not exist and log.kafka.create_topics is false; create it, or set create_topics: true"),
+                        permanent: true,
+                    })
+                }
+            },
         };
         self.shared.learn(topic, real);
         if real != assumed {
@@ -368,6 +373,23 @@ impl Submitter {
             }
         }
         Ok(())
+    }
+
+    /// The partition count of a topic just created (or found to exist): a new topic shows in
+    /// the metadata once its partitions have leaders, shortly after the creation returns.
+    async fn created_count(&self, topic: &str) -> Result<u32, SinkError> {
+        let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
+        loop {
+            if let Some(&n) = self.metadata(Some(topic)).await?.get(topic) {
+                return Ok(n);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(retryable(format!(
+                    "topic {topic} was created but has no partitions in Kafka's metadata yet"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Partition counts from Kafka's metadata: every topic, or one.
