@@ -120,8 +120,18 @@ fn main() -> ExitCode {
             }
         }
         Command::Run => return run(&runtime, &file, config),
-        Command::Topics => embedded_dir(&config)
-            .and_then(|dir| tributary::cli::consume::topics(dir, &mut std::io::stdout().lock())),
+        Command::Topics => {
+            let out = &mut std::io::stdout().lock();
+            let kafka = &config.log.kafka;
+            match (config.log.backend, kafka.delivery) {
+                (config::Backend::Kafka, config::KafkaDelivery::Buffered) => {
+                    tributary::cli::consume::buffered_topics(&kafka.buffer.dir, out)
+                }
+                _ => {
+                    embedded_dir(&config).and_then(|dir| tributary::cli::consume::topics(dir, out))
+                }
+            }
+        }
         Command::Consume {
             topic,
             from,

@@ -4,27 +4,13 @@
 
 mod support;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, TopicPartitionList};
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::kafka::KafkaBroker;
+use support::kafka_read::{in_kafka, messages, publish_paced, read_topic, tally, Read};
 use support::{Gateway, Mosquitto};
 use tributary::route::partition::partition_for_key;
 
-const DEVICES: usize = 20;
 const PARTITIONS: u32 = 6;
-
-/// A record read back from Kafka.
-#[derive(Debug)]
-struct Read {
-    partition: u32,
-    key: String,
-    value: String,
-    headers: BTreeMap<String, String>,
-    timestamp_ms: i64,
-}
 
 /// A gateway config bridging `broker` to the Kafka at `bootstrap`, topic `topic`.
 fn config(broker: &Mosquitto, client_id: &str, bootstrap: &str, topic: &str) -> String {
@@ -36,133 +22,6 @@ fn config(broker: &Mosquitto, client_id: &str, bootstrap: &str, topic: &str) -> 
          routes:\n  - {{ name: telemetry, from: \"devices/{{device}}/telemetry\", to: {topic}, key: \"{{device}}\", headers: {{ source: gw }} }}\n",
         broker.url()
     )
-}
-
-/// Messages `device:seq`, seq 0..n, spread over the devices in turn.
-fn messages(n: usize) -> Vec<(String, Vec<u8>)> {
-    (0..n)
-        .map(|seq| {
-            let device = seq % DEVICES;
-            (
-                format!("devices/d{device}/telemetry"),
-                format!("{device}:{seq}").into_bytes(),
-            )
-        })
-        .collect()
-}
-
-/// Publishes `messages` in `chunks`, pausing between them so the stream lasts a while.
-async fn publish_paced(
-    port: u16,
-    messages: Vec<(String, Vec<u8>)>,
-    chunks: usize,
-    pause: Duration,
-) {
-    let size = messages.len().div_ceil(chunks);
-    for (i, chunk) in messages.chunks(size).enumerate() {
-        support::publish(port, &format!("kafka-pub-{i}"), 1, chunk.to_vec()).await;
-        tokio::time::sleep(pause).await;
-    }
-}
-
-/// Reads `topic` until it holds at least `want` records and nothing more arrives for a while.
-fn read_topic(bootstrap: &str, topic: &str, want: usize, limit: Duration) -> Vec<Read> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("kafka-backend-{topic}"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    for p in 0..PARTITIONS as i32 {
-        assignment
-            .add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&assignment).unwrap();
-    let deadline = Instant::now() + limit;
-    let mut out = Vec::new();
-    let mut quiet_since = Instant::now();
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                quiet_since = Instant::now();
-                out.push(Read {
-                    partition: m.partition() as u32,
-                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                    value: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-                    headers: m
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|h| {
-                                    let value = h.value.unwrap_or_default();
-                                    (
-                                        h.key.to_string(),
-                                        String::from_utf8_lossy(value).into_owned(),
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    timestamp_ms: m.timestamp().to_millis().unwrap_or(-1),
-                });
-            }
-            Some(Err(e)) => println!("consumer: {e}"),
-            None if out.len() >= want && quiet_since.elapsed() > Duration::from_secs(3) => break,
-            None => {}
-        }
-    }
-    out
-}
-
-/// Records in `topic` now: the sum of its partitions' high watermarks.
-fn in_kafka(bootstrap: &str, topic: &str) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    (0..PARTITIONS as i32)
-        .map(|p| {
-            consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(5))
-                .map_or(0, |(_, high)| high)
-        })
-        .sum()
-}
-
-/// Exact counts for messages 0..n: lost, duplicated, and order per device (first copies).
-struct Tally {
-    lost: Vec<usize>,
-    duplicates: usize,
-    disorder: usize,
-}
-
-fn tally(records: &[Read], n: usize) -> Tally {
-    let mut copies = vec![0usize; n];
-    let mut by_partition: BTreeMap<u32, Vec<&Read>> = BTreeMap::new();
-    for r in records {
-        by_partition.entry(r.partition).or_default().push(r);
-    }
-    let mut disorder = 0;
-    for records in by_partition.values() {
-        let mut last: BTreeMap<&str, usize> = BTreeMap::new();
-        for r in records {
-            let (_, seq) = r.value.split_once(':').expect("device:seq");
-            let seq: usize = seq.parse().unwrap();
-            copies[seq] += 1;
-            if copies[seq] == 1 {
-                if let Some(prev) = last.insert(&r.key, seq) {
-                    disorder += usize::from(prev > seq);
-                }
-            }
-        }
-    }
-    Tally {
-        lost: (0..n).filter(|&s| copies[s] == 0).collect(),
-        duplicates: copies.iter().map(|&c| c.saturating_sub(1)).sum(),
-        disorder,
-    }
 }
 
 /// Every record is where murmur2 puts its key, with the gateway's headers and a timestamp
@@ -212,7 +71,7 @@ async fn end_to_end_into_kafka_across_two_sigkills() {
     for kill in 1..=2 {
         tokio::time::sleep(Duration::from_millis(700)).await;
         let (bootstrap, t) = (kafka.bootstrap(), topic.clone());
-        let stored = tokio::task::spawn_blocking(move || in_kafka(&bootstrap, &t))
+        let stored = tokio::task::spawn_blocking(move || in_kafka(&bootstrap, &t, PARTITIONS))
             .await
             .unwrap();
         println!("SIGKILL {kill} with {stored} of {N} records in Kafka");
@@ -224,7 +83,7 @@ async fn end_to_end_into_kafka_across_two_sigkills() {
     publisher.await.unwrap();
     let bootstrap = kafka.bootstrap();
     let records = tokio::task::spawn_blocking(move || {
-        read_topic(&bootstrap, &topic, N, Duration::from_secs(90))
+        read_topic(&bootstrap, &topic, PARTITIONS, N, Duration::from_secs(90))
     })
     .await
     .unwrap();
@@ -273,7 +132,7 @@ async fn a_kafka_outage_of_ten_seconds_loses_nothing() {
     let bootstrap = kafka.bootstrap();
     let reader = topic.clone();
     let records = tokio::task::spawn_blocking(move || {
-        read_topic(&bootstrap, &reader, N, Duration::from_secs(120))
+        read_topic(&bootstrap, &reader, PARTITIONS, N, Duration::from_secs(120))
     })
     .await
     .unwrap();

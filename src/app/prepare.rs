@@ -2,7 +2,7 @@
 //! so that they never disagree: the checks that need more than one module's rules, the sink,
 //! and the router that asks the sink for partition counts.
 
-use crate::config::{self, Backend, ByteSize, Config, ConfigError, Issue, KafkaDelivery};
+use crate::config::{self, Backend, ByteSize, Config, ConfigError, Issue};
 use crate::log::batch::MAX_BATCH_LEN;
 use crate::record::check_topic_name;
 use crate::route::{compile_routes, PartitionCounts, Router};
@@ -40,12 +40,6 @@ pub fn check(config: &Config) -> Vec<Issue> {
     }
     if config.log.backend == Backend::Kafka {
         let kafka = &config.log.kafka;
-        if kafka.delivery == KafkaDelivery::Buffered {
-            issues.push(Issue::new(
-                "log.kafka.delivery",
-                "buffered is not available in this version yet; use direct (the default)",
-            ));
-        }
         for (path, message) in sink::kafka::check_properties(kafka) {
             issues.push(Issue::new(path, message));
         }
@@ -88,7 +82,7 @@ pub async fn prepare(config: &Config, access: Access) -> Result<Prepared, Prepar
     }
     let sink = match access {
         Access::Inspect => None,
-        Access::Write => Some(sink::open(&config.log, &config.topics).await?),
+        Access::Write => Some(sink::open(config).await?),
     };
     let (existing, partitions): (_, Arc<dyn PartitionCounts>) = match &sink {
         Some(opened) => (opened.partition_counts().await?, Arc::new(opened.clone())),

@@ -2,6 +2,7 @@
 //! taking the writer's lock, while `run` may be writing.
 
 use crate::log::{batch, LogError, LogReader, Offset};
+use crate::sink::buffered::positions::Positions;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 use std::io::Write;
@@ -13,20 +14,48 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 /// The topics table: one line per partition.
 pub fn topics(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+    topics_with(dir, None, out)
+}
+
+/// As [`topics`], for the buffer of `delivery: buffered`: each partition's forwarded position
+/// (every record below it is in Kafka) and lag too.
+pub fn buffered_topics(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+    topics_with(dir, Some(&Positions::new(dir)), out)
+}
+
+fn topics_with(
+    dir: &Path,
+    forwarded: Option<&Positions>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let reader = LogReader::open(dir)?;
     let topics = reader.topics()?;
-    writeln!(
+    write!(
         out,
         "{:<40} {:>9} {:>12} {:>12} {:>14}",
         "TOPIC", "PARTITION", "EARLIEST", "LATEST", "BYTES"
     )?;
+    match forwarded {
+        Some(_) => writeln!(out, " {:>12} {:>12}", "FORWARDED", "LAG")?,
+        None => writeln!(out)?,
+    }
     for (topic, partitions) in topics {
         for p in partitions {
-            writeln!(
+            write!(
                 out,
                 "{topic:<40} {:>9} {:>12} {:>12} {:>14}",
                 p.partition, p.start, p.end, p.bytes
             )?;
+            match forwarded {
+                Some(positions) => {
+                    let at = positions
+                        .load(&topic, p.partition)?
+                        .unwrap_or(p.start)
+                        .max(p.start);
+                    writeln!(out, " {:>12} {:>12}", at, p.end.0.saturating_sub(at.0))?;
+                }
+                None => writeln!(out)?,
+            }
         }
     }
     Ok(())

@@ -30,7 +30,8 @@ pub mod writer;
 
 use crate::config::{EmbeddedConfig, FsyncPolicy, TopicsConfig};
 use crate::record::{check_topic_name, Record};
-use partition::{partition_dir, PartitionShared, PartitionWriter, WriterOptions};
+pub use partition::PartitionShared;
+use partition::{partition_dir, PartitionWriter, WriterOptions};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -411,6 +412,25 @@ impl Log {
             Some(partitions) => partitions.len() as u32,
             None => self.options.topics.get(topic).partitions,
         }
+    }
+
+    /// The partition count of `topic` if it exists.
+    pub fn existing_partitions(&self, topic: &str) -> Option<u32> {
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(topic)
+            .map(|p| p.len() as u32)
+    }
+
+    /// Bytes on disk over every partition.
+    pub fn size_bytes(&self) -> u64 {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics
+            .values()
+            .flat_map(|ps| ps.iter())
+            .map(|h| h.shared.size_bytes())
+            .sum()
     }
 
     /// Partition counts of the topics on disk: these win over the config, which only sets the

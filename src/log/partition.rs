@@ -9,6 +9,7 @@ use crate::record::Record;
 use bytes::Bytes;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -22,6 +23,9 @@ pub struct PartitionShared {
     segments: RwLock<Vec<Arc<SegmentData>>>,
     /// The durable end offset; readers wait on it for new records.
     end: watch::Sender<u64>,
+    /// Records below this offset are no longer needed (a forwarder shipped them): retention
+    /// deletes the sealed segments that hold only such records. 0 for a log of its own.
+    released: AtomicU64,
 }
 
 impl PartitionShared {
@@ -33,7 +37,13 @@ impl PartitionShared {
             dir,
             segments: RwLock::new(segments),
             end: watch::Sender::new(end),
+            released: AtomicU64::new(0),
         }
+    }
+
+    /// Lets retention delete the records below `offset` (see `released`); it never goes back.
+    pub fn release_below(&self, offset: Offset) {
+        self.released.fetch_max(offset.0, Ordering::Relaxed);
     }
 
     /// Opens a partition for reading only: nothing on disk changes, and an incomplete last
@@ -375,14 +385,16 @@ impl PartitionWriter {
             .options
             .retention_time
             .map(|t| now_ms.saturating_sub(t.as_millis() as i64));
+        let released = self.shared.released.load(Ordering::Relaxed);
         let mut doomed = 0;
-        for segment in sealed {
+        for (segment, next) in sealed.iter().zip(&segments[1..]) {
+            let shipped = next.base <= released;
             let too_old = cutoff.is_some_and(|c| segment.max_timestamp() < c);
             let too_big = self
                 .options
                 .retention_bytes
                 .is_some_and(|limit| total.saturating_sub(segment.durable_len()) >= limit);
-            if !(too_old || too_big) {
+            if !(too_old || too_big || shipped) {
                 break;
             }
             total -= segment.durable_len();

@@ -32,6 +32,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// How long a metadata request or a topic creation may take before the append is retried.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the start waits for Kafka's metadata before going on without it.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `close` waits for records in flight.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -140,6 +142,10 @@ enum Command {
         records: Vec<Record>,
         done: oneshot::Sender<Result<Vec<DeliveryFuture>, SinkError>>,
     },
+    Learn {
+        topic: String,
+        done: oneshot::Sender<Result<u32, SinkError>>,
+    },
     Resume,
     Close(oneshot::Sender<()>),
 }
@@ -164,7 +170,7 @@ impl KafkaSink {
             create_topics: config.create_topics,
             shared: shared.clone(),
         };
-        match submitter.metadata(None).await {
+        match submitter.metadata(None, STARTUP_TIMEOUT).await {
             Ok(counts) => {
                 for (topic, n) in counts {
                     shared.learn(&topic, n);
@@ -177,6 +183,23 @@ impl KafkaSink {
         let (submit, commands) = mpsc::unbounded_channel();
         tokio::spawn(submitter.run(commands));
         Ok(KafkaSink { shared, submit })
+    }
+}
+
+impl KafkaSink {
+    /// `topic`'s partition count in Kafka, creating the topic when it is missing and
+    /// `create_topics` allows (the forwarder of buffered delivery asks before it produces).
+    pub async fn topic_partitions(&self, topic: &str) -> Result<u32, SinkError> {
+        if let Some(known) = self.shared.known(topic) {
+            return Ok(known);
+        }
+        let (done, answer) = oneshot::channel();
+        let learn = Command::Learn {
+            topic: topic.to_string(),
+            done,
+        };
+        self.submit.send(learn).map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
     }
 }
 
@@ -269,6 +292,9 @@ impl Submitter {
                     }
                     let _ = done.send(result);
                 }
+                Command::Learn { topic, done } => {
+                    let _ = done.send(self.learn(&topic).await);
+                }
                 Command::Resume => self.renew_if_fatal(),
                 Command::Close(done) => {
                     let producer = self.producer.clone();
@@ -314,22 +340,7 @@ impl Submitter {
             return Ok(known);
         }
         let assumed = self.shared.topics.get(topic).partitions;
-        let real = match self.create_topics {
-            true => {
-                self.create(topic, assumed).await?;
-                self.created_count(topic).await?
-            }
-            false => match self.metadata(Some(topic)).await?.get(topic) {
-                Some(&real) => real,
-                None => {
-                    return Err(SinkError::Kafka {
-                        message: format!("topic {topic} does not exist and log.kafka.create_topics is false; create it, or set create_topics: true"),
-                        permanent: true,
-                    })
-                }
-            },
-        };
-        self.shared.learn(topic, real);
+        let real = self.learn(topic).await?;
         if real != assumed {
             tracing::warn!(
                 topic,
@@ -344,6 +355,32 @@ impl Submitter {
                 permanent: false,
             });
         }
+        Ok(real)
+    }
+
+    /// `topic`'s partition count in Kafka, creating the topic (with the configured count) when
+    /// it is missing and `create_topics` allows; remembered from then on.
+    async fn learn(&mut self, topic: &str) -> Result<u32, SinkError> {
+        if let Some(known) = self.shared.known(topic) {
+            return Ok(known);
+        }
+        let assumed = self.shared.topics.get(topic).partitions;
+        let real = match self.create_topics {
+            true => {
+                self.create(topic, assumed).await?;
+                self.created_count(topic).await?
+            }
+            false => match self.metadata(Some(topic), ADMIN_TIMEOUT).await?.get(topic) {
+                Some(&real) => real,
+                None => {
+                    return Err(SinkError::Kafka {
+                        message: format!("topic {topic} does not exist and log.kafka.create_topics is false; create it, or set create_topics: true"),
+                        permanent: true,
+                    })
+                }
+            },
+        };
+        self.shared.learn(topic, real);
         Ok(real)
     }
 
@@ -380,7 +417,7 @@ impl Submitter {
     async fn created_count(&self, topic: &str) -> Result<u32, SinkError> {
         let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
         loop {
-            if let Some(&n) = self.metadata(Some(topic)).await?.get(topic) {
+            if let Some(&n) = self.metadata(Some(topic), ADMIN_TIMEOUT).await?.get(topic) {
                 return Ok(n);
             }
             if tokio::time::Instant::now() > deadline {
@@ -393,13 +430,15 @@ impl Submitter {
     }
 
     /// Partition counts from Kafka's metadata: every topic, or one.
-    async fn metadata(&self, topic: Option<&str>) -> Result<HashMap<String, u32>, SinkError> {
+    async fn metadata(
+        &self,
+        topic: Option<&str>,
+        timeout: Duration,
+    ) -> Result<HashMap<String, u32>, SinkError> {
         let producer = self.producer.clone();
         let topic = topic.map(str::to_string);
         let metadata = tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(topic.as_deref(), ADMIN_TIMEOUT)
+            producer.client().fetch_metadata(topic.as_deref(), timeout)
         })
         .await
         .map_err(|e| retryable(e.to_string()))?

@@ -5,13 +5,15 @@
 //!
 //! [`open`] and [`inspect`] are the one place that knows which backend `log.backend` names.
 
+pub mod buffered;
 pub mod embedded;
 pub mod kafka;
 
-use crate::config::{Backend, LogConfig, TopicsConfig};
+use crate::config::{Backend, Config, KafkaDelivery, LogConfig, TopicsConfig};
 use crate::log::{Log, LogError, LogOptions, LogReader, Offset};
 use crate::record::Record;
 use crate::route::PartitionCounts;
+use buffered::BufferedSink;
 use embedded::EmbeddedSink;
 use futures::future::Either;
 use kafka::KafkaSink;
@@ -33,6 +35,10 @@ pub enum SinkError {
     /// the failed one (see [`Sink::resume`]).
     #[error("not submitted: an earlier append failed and is retried first")]
     Fenced,
+    /// The buffer of `delivery: buffered` is full: acks and reading stop until the forwarders
+    /// ship enough to Kafka.
+    #[error("the Kafka buffer is full ({bytes} of log.kafka.buffer.max_bytes {max} bytes): waiting for Kafka to take records")]
+    BufferFull { bytes: u64, max: u64 },
 }
 
 /// The backend `log.backend` names, opened for writing.
@@ -40,17 +46,24 @@ pub enum SinkError {
 pub enum AnySink {
     Embedded(EmbeddedSink),
     Kafka(KafkaSink),
+    Buffered(BufferedSink),
 }
 
-/// Opens the configured backend for writing: for the embedded log, takes its lock and recovers
-/// it.
-pub async fn open(log: &LogConfig, topics: &TopicsConfig) -> Result<AnySink, SinkError> {
-    match log.backend {
-        Backend::Embedded => {
-            let opened = Log::open(LogOptions::new(&log.embedded, topics)).await?;
+/// Opens the configured backend for writing: for the embedded log (and the Kafka buffer),
+/// takes its lock and recovers it.
+pub async fn open(config: &Config) -> Result<AnySink, SinkError> {
+    let log = &config.log;
+    match (log.backend, log.kafka.delivery) {
+        (Backend::Embedded, _) => {
+            let opened = Log::open(LogOptions::new(&log.embedded, &config.topics)).await?;
             Ok(AnySink::Embedded(EmbeddedSink::new(Arc::new(opened))))
         }
-        Backend::Kafka => Ok(AnySink::Kafka(KafkaSink::open(&log.kafka, topics).await?)),
+        (Backend::Kafka, KafkaDelivery::Direct) => Ok(AnySink::Kafka(
+            KafkaSink::open(&log.kafka, &config.topics).await?,
+        )),
+        (Backend::Kafka, KafkaDelivery::Buffered) => {
+            Ok(AnySink::Buffered(BufferedSink::open(config).await?))
+        }
     }
 }
 
@@ -95,7 +108,7 @@ impl SinkError {
         match self {
             SinkError::Unavailable(_) => false,
             SinkError::Kafka { permanent, .. } => !permanent,
-            SinkError::Fenced => true,
+            SinkError::Fenced | SinkError::BufferFull { .. } => true,
             SinkError::Log(e) => !matches!(
                 e,
                 LogError::TooLarge(_)
@@ -136,7 +149,7 @@ impl AnySink {
     pub fn embedded_log(&self) -> Option<&Arc<Log>> {
         match self {
             AnySink::Embedded(sink) => Some(sink.log()),
-            AnySink::Kafka(_) => None,
+            AnySink::Kafka(_) | AnySink::Buffered(_) => None,
         }
     }
 }
@@ -146,6 +159,7 @@ impl PartitionCounts for AnySink {
         match self {
             AnySink::Embedded(sink) => sink.partitions(topic),
             AnySink::Kafka(sink) => sink.partitions(topic),
+            AnySink::Buffered(sink) => sink.partitions(topic),
         }
     }
 }
@@ -157,7 +171,8 @@ impl Sink for AnySink {
     ) -> impl Future<Output = Result<Vec<Offset>, SinkError>> + Send + 'static {
         match self {
             AnySink::Embedded(sink) => Either::Left(sink.append(records)),
-            AnySink::Kafka(sink) => Either::Right(sink.append(records)),
+            AnySink::Kafka(sink) => Either::Right(Either::Left(sink.append(records))),
+            AnySink::Buffered(sink) => Either::Right(Either::Right(sink.append(records))),
         }
     }
 
@@ -165,6 +180,7 @@ impl Sink for AnySink {
         match self {
             AnySink::Embedded(sink) => sink.resume(),
             AnySink::Kafka(sink) => sink.resume(),
+            AnySink::Buffered(sink) => sink.resume(),
         }
     }
 
@@ -172,6 +188,7 @@ impl Sink for AnySink {
         match self {
             AnySink::Embedded(sink) => sink.partition_counts().await,
             AnySink::Kafka(sink) => sink.partition_counts().await,
+            AnySink::Buffered(sink) => sink.partition_counts().await,
         }
     }
 
@@ -179,6 +196,7 @@ impl Sink for AnySink {
         match self {
             AnySink::Embedded(sink) => sink.close().await,
             AnySink::Kafka(sink) => sink.close().await,
+            AnySink::Buffered(sink) => sink.close().await,
         }
     }
 }

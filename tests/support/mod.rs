@@ -3,6 +3,7 @@
 //! finds a program it runs beside the gateway. Shared by the MQTT and Kafka API test files.
 #![allow(dead_code)]
 pub mod kafka;
+pub mod kafka_read;
 
 use bytes::Bytes;
 use std::collections::BTreeMap;
