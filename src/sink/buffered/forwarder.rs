@@ -20,6 +20,9 @@ const BATCH_RECORDS: usize = 5_000;
 /// ... and at most about this many bytes.
 const BATCH_BYTES: usize = 4 << 20;
 
+/// How long a batch under way may take to finish once shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// What the sink and `tributary topics` read of a forwarder while it runs.
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -58,9 +61,11 @@ impl Forwarder {
                 }
                 continue;
             }
+            // A batch under way gets a moment to finish at shutdown, so that a clean stop does
+            // not send it again on the next start.
             let shipped = tokio::select! {
                 shipped = self.ship(&topic, position) => shipped,
-                _ = shutdown.cancelled() => return,
+                _ = async { shutdown.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => return,
             };
             match shipped {
                 Ok(next) => {
