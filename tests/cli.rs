@@ -514,6 +514,12 @@ const CONFIG_ERRORS: &[(&str, &str, &str, &str)] = &[
         "acks other than all can lose acked records; leave it out",
     ),
     (
+        "a buffer too small to hold anything",
+        with_route!("log: { backend: kafka, kafka: { delivery: buffered, buffer: { max_bytes: 64KiB } } }"),
+        "log.kafka.buffer.max_bytes",
+        "64KiB is too small; use 1MiB or more",
+    ),
+    (
         "a transactional id",
         with_route!("log: { backend: kafka, kafka: { properties: { transactional.id: t } } }"),
         "log.kafka.properties.transactional.id",
