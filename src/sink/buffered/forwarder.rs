@@ -71,7 +71,14 @@ impl Forwarder {
                 Ok(next) => {
                     failures = 0;
                     position = next;
-                    if let Err(e) = self.positions.store(&topic, partition, position) {
+                    // An fsync or two: off the runtime's threads.
+                    let (positions, t) = (self.positions.clone(), topic.clone());
+                    let stored = tokio::task::spawn_blocking(move || {
+                        positions.store(&t, partition, position)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(crate::log::LogError::Closed(e.to_string())));
+                    if let Err(e) = stored {
                         // Kafka has the records; only the restart after a crash would send
                         // them again.
                         tracing::warn!(topic = %topic, partition, error = %e, "could not store the forwarded position");
