@@ -1,0 +1,442 @@
+//! The Kafka backend (`log.backend: kafka`, direct) under injected faults: a real Mosquitto,
+//! the real `tributary run` binary, and rdkafka's mock cluster (`rdkafka::mocking`), an
+//! in-process cluster that speaks the real protocol on a loopback port, with the faults it can
+//! inject: Produce requests answered with retriable errors, the broker down for longer than
+//! `message.timeout.ms`, and a record over `message.max.bytes`. A last test points the sink at
+//! another Tributary's own Kafka listener.
+//!
+//! Every test publishes QoS 1 messages `d<device>:<seq>` keyed by device, reads back what the
+//! cluster holds with an rdkafka consumer, and counts exactly: lost (must be 0), duplicates
+//! (printed) and per-device order.
+//!
+//! Mock cluster facts these tests rely on (librdkafka 2.12, rdkafka 0.39):
+//! - It has no CreateTopics (no handler; rdkafka's `MockCluster::create_topic` says so too), so
+//!   the gateways here run with `create_topics: false` and the tests create every topic,
+//!   the dead-letter topic included, with `MockCluster::create_topic` before the gateway
+//!   starts. (The sink sets `allow.auto.create.topics=false`, so Metadata does not auto-create
+//!   them either.)
+//! - Broker ids start at 1: `broker_down(1)`.
+//! - `request_errors` pushes onto one cluster-wide stack per API key: each Produce request,
+//!   retries included, pops the next error, so a request that succeeds proves every error
+//!   pushed before it was answered.
+
+mod support;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::{Offset as KOffset, TopicPartitionList};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+use support::{Gateway, Mosquitto};
+use tributary::route::partition::partition_for_key;
+
+const DEVICES: usize = 10;
+const TOPIC: &str = "telemetry";
+const DEAD_LETTER: &str = "tributary.dead-letter";
+const PARTITIONS: u32 = 3;
+
+type Mock = MockCluster<'static, DefaultProducerContext>;
+
+/// Producer properties every gateway on the mock gets. The mock checks idempotent producer
+/// sequences only for transactional producers (librdkafka's `rd_kafka_mock_validate_records`
+/// returns early without a transactional id), so with several Produce requests in flight a
+/// later one is appended although an earlier one failed; a real broker refuses it
+/// (OUT_OF_ORDER_SEQUENCE_NUMBER). librdkafka takes that success as proof the earlier batch
+/// was persisted after all and reports it delivered (`rd_kafka_dr_implicit_ack`): on the mock
+/// a record is then acked that is not there (seen here: one message of 600 missing in about
+/// one run in eight, the gateway's stats saying every append succeeded at the first try). One
+/// request in flight keeps the mock honest: a failed batch is retried before anything after
+/// it is sent, which is what the broker's sequence check enforces with five.
+const MOCK_PROPERTIES: &str = "\"max.in.flight.requests.per.connection\": \"1\"";
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// `count` rounds of one message per device, from round `from`: `devices/d<d>/telemetry` with
+/// payload `d<d>:<round>`.
+fn messages(from: usize, count: usize) -> Vec<(String, Vec<u8>)> {
+    (from..from + count)
+        .flat_map(|seq| {
+            (0..DEVICES).map(move |d| {
+                (
+                    format!("devices/d{d}/telemetry"),
+                    format!("d{d}:{seq}").into_bytes(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A mock cluster of one broker holding `telemetry` (3 partitions) and the dead-letter topic.
+fn mock_cluster() -> Mock {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    // The mock has no CreateTopics: topics are made here (see the module docs).
+    mock.create_topic(TOPIC, PARTITIONS as i32, 1).unwrap();
+    mock.create_topic(DEAD_LETTER, 1, 1).unwrap();
+    mock
+}
+
+/// A gateway bridging `broker` to the Kafka cluster at `bootstrap`; `properties` and
+/// `mqtt_extra` are YAML flow-map entries (`"a.b": "1", ...`, `, max_payload: 1MiB`).
+fn kafka_gateway(
+    broker: &Mosquitto,
+    client_id: &str,
+    bootstrap: &str,
+    create_topics: bool,
+    properties: &str,
+    mqtt_extra: &str,
+) -> Gateway {
+    Gateway::new(&format!(
+        "mqtt: {{ url: \"{url}\", client_id: {client_id}, keep_alive: 5s {mqtt_extra} }}\n\
+         log: {{ backend: kafka, kafka: {{ bootstrap_servers: \"{bootstrap}\", create_topics: {create_topics}, properties: {{ {properties} }} }} }}\n\
+         topics: {{ default: {{ partitions: {PARTITIONS} }} }}\n\
+         http: {{ listen: null }}\n\
+         routes:\n  - {{ name: telemetry, from: \"devices/{{device}}/telemetry\", to: {TOPIC}, key: \"{{device}}\" }}\n",
+        url = broker.url(),
+    ))
+}
+
+/// Publishes like `support::publish` (QoS 1, MQTT 5, waits for every PUBACK), pausing `pause`
+/// after every `chunk` messages: a stream that runs across a fault instead of before it.
+async fn publish_paced(
+    port: u16,
+    client_id: &str,
+    messages: Vec<(String, Vec<u8>)>,
+    chunk: usize,
+    pause: Duration,
+) {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_outgoing_inflight_upper_limit(100);
+    let (client, mut eventloop) = AsyncClient::new(options, 1000);
+    let total = messages.len();
+    let sender = tokio::spawn(async move {
+        for (i, (topic, payload)) in messages.into_iter().enumerate() {
+            if i > 0 && i % chunk == 0 {
+                tokio::time::sleep(pause).await;
+            }
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap();
+        }
+        client
+    });
+    let mut acked = 0;
+    while acked < total {
+        let event = tokio::time::timeout(Duration::from_secs(30), eventloop.poll())
+            .await
+            .expect("publisher stalled")
+            .unwrap();
+        if let Event::Incoming(Packet::PubAck(_)) = event {
+            acked += 1;
+        }
+    }
+    let client = sender.await.unwrap();
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+}
+
+/// A record as an rdkafka consumer read it.
+#[derive(Debug, Clone)]
+struct Got {
+    partition: i32,
+    offset: i64,
+    key: Option<String>,
+    value: Vec<u8>,
+    #[allow(dead_code)] // read by the dead-letter test
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Got {
+    fn value_str(&self) -> &str {
+        std::str::from_utf8(&self.value).unwrap_or("<not UTF-8>")
+    }
+}
+
+/// A consumer of every partition of `topic` from the beginning; no group is joined.
+fn consumer(bootstrap: &str, topic: &str) -> (BaseConsumer, usize) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "kafka-faults-never-joined")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "50")
+        .create()
+        .expect("rdkafka consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata.topics()[0].partitions().len();
+    assert!(partitions > 0, "{topic} has no partitions");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p as i32, KOffset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    (consumer, partitions)
+}
+
+fn got(m: &rdkafka::message::BorrowedMessage<'_>) -> Got {
+    Got {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        value: m.payload().unwrap_or_default().to_vec(),
+        headers: m
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Reads `topic` from the beginning until `done(records so far)` holds, at most `limit`.
+fn read_until(
+    bootstrap: &str,
+    topic: &str,
+    limit: Duration,
+    mut done: impl FnMut(&[Got]) -> bool,
+) -> Result<Vec<Got>, Vec<Got>> {
+    let (consumer, _) = consumer(bootstrap, topic);
+    let deadline = Instant::now() + limit;
+    let mut records = Vec::new();
+    loop {
+        if done(&records) {
+            return Ok(records);
+        }
+        if Instant::now() > deadline {
+            return Err(records);
+        }
+        match consumer.poll(Duration::from_millis(50)) {
+            None | Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Ok(m)) => records.push(got(&m)),
+            Some(Err(e)) => panic!("consuming {topic}: {e}"),
+        }
+    }
+}
+
+/// Every record of `topic` now: reads until each partition reported its end.
+fn read_all(bootstrap: &str, topic: &str) -> Vec<Got> {
+    let (consumer, partitions) = consumer(bootstrap, topic);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut at_end = HashSet::new();
+    let mut records = Vec::new();
+    while at_end.len() < partitions {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic}: {} records, at the end of {at_end:?} only",
+            records.len()
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => {
+                at_end.remove(&m.partition());
+                records.push(got(&m));
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => panic!("consuming {topic}: {e}"),
+        }
+    }
+    records.sort_by_key(|r| (r.partition, r.offset));
+    records
+}
+
+/// Waits until `topic` holds every payload of `published` (duplicates allowed).
+fn wait_for_all(bootstrap: &str, topic: &str, published: &[(String, Vec<u8>)], gw: &Gateway) {
+    let want: HashSet<&[u8]> = published.iter().map(|(_, p)| &p[..]).collect();
+    let result = read_until(bootstrap, topic, Duration::from_secs(40), |records| {
+        let have: HashSet<&[u8]> = records.iter().map(|r| &r.value[..]).collect();
+        want.iter().all(|p| have.contains(p))
+    });
+    if let Err(records) = result {
+        let t = tally(&records, published);
+        report(topic, published.len(), &t);
+        panic!(
+            "{topic}: {} of {} published messages missing after 40 s ({} records read): {:?}\n{}",
+            t.lost.len(),
+            published.len(),
+            records.len(),
+            t.lost.iter().take(20).collect::<Vec<_>>(),
+            gw.log()
+        );
+    }
+}
+
+/// What a topic holds against what was published.
+#[derive(Debug, Default)]
+struct Tally {
+    records: usize,
+    lost: Vec<String>,
+    /// Extra copies over all messages.
+    duplicates: usize,
+    /// A device's message stored (for the first time) after a later one of the same device.
+    disorder: Vec<String>,
+}
+
+/// Counts `records` (in partition and offset order) against `published`, and checks each
+/// record's key and partition: key `d<device>`, partition murmur2(key) % partitions.
+fn tally(records: &[Got], published: &[(String, Vec<u8>)]) -> Tally {
+    let mut records = records.to_vec();
+    records.sort_by_key(|r| (r.partition, r.offset));
+    let mut copies: HashMap<&str, usize> = published
+        .iter()
+        .map(|(_, p)| (std::str::from_utf8(p).unwrap(), 0))
+        .collect();
+    let mut last: HashMap<String, usize> = HashMap::new();
+    let mut disorder = Vec::new();
+    for r in &records {
+        let value = r.value_str();
+        let (device, seq) = value.split_once(':').expect("payload is d<device>:<seq>");
+        let seq: usize = seq.parse().unwrap();
+        let Some(n) = copies.get_mut(value) else {
+            panic!("a record nobody published: {r:?}");
+        };
+        assert_eq!(r.key.as_deref(), Some(device), "key of {value}");
+        assert_eq!(
+            r.partition as u32,
+            partition_for_key(device.as_bytes(), PARTITIONS),
+            "partition of {value}"
+        );
+        *n += 1;
+        if *n > 1 {
+            continue; // a duplicate: at-least-once allows it
+        }
+        if let Some(prev) = last.insert(device.to_string(), seq) {
+            if prev > seq {
+                disorder.push(format!(
+                    "partition {} offset {}: {device} seq {seq} after {prev}",
+                    r.partition, r.offset
+                ));
+            }
+        }
+    }
+    let mut lost: Vec<String> = copies
+        .iter()
+        .filter(|(_, &n)| n == 0)
+        .map(|(v, _)| v.to_string())
+        .collect();
+    lost.sort();
+    Tally {
+        records: records.len(),
+        lost,
+        duplicates: copies.values().map(|&n| n.saturating_sub(1)).sum(),
+        disorder,
+    }
+}
+
+fn report(name: &str, published: usize, t: &Tally) {
+    println!(
+        "{name}: published {published}, records {}, lost {}, duplicates {}, order violations {}",
+        t.records,
+        t.lost.len(),
+        t.duplicates,
+        t.disorder.len()
+    );
+    for line in t.disorder.iter().take(10) {
+        println!("  {line}");
+    }
+}
+
+/// SIGTERM: the gateway finishes what is in flight, flushes the producer and exits 0; after
+/// that nothing more reaches Kafka, so a read is final.
+fn stop(gw: &mut Gateway) {
+    let status = gw.terminate();
+    assert!(status.success(), "gateway exit {status}:\n{}", gw.log());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+/// Produce requests answered with retriable errors, several in a row (not leader, timed out,
+/// not enough replicas, leader not available, and a dropped connection), mid-stream.
+/// librdkafka retries them itself (`message.timeout.ms` is infinite by default), in order per
+/// partition and, with the idempotent producer, without duplicates: none of these errors stores
+/// the batch in the mock (the error is answered instead of appending), so a retry is its first
+/// copy. Lost 0, duplicates 0, order kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_request_errors_lose_nothing_and_keep_order() {
+    let mock = mock_cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let broker = Mosquitto::start();
+    let mut gw = kafka_gateway(
+        &broker,
+        "gw-request-errors",
+        &bootstrap,
+        false,
+        MOCK_PROPERTIES,
+        "",
+    );
+    gw.start();
+
+    // Before the fault: the stream flows.
+    let before = messages(0, 20);
+    support::publish(broker.port, "pub-before", 1, before.clone()).await;
+    wait_for_all(&bootstrap, TOPIC, &before, &gw);
+
+    use RDKafkaRespErr::*;
+    let errors = [
+        RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+        RD_KAFKA_RESP_ERR__TRANSPORT,
+        RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        RD_KAFKA_RESP_ERR__TRANSPORT,
+        RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+    ];
+    mock.request_errors(RDKafkaApiKey::Produce, &errors);
+    let injected = Instant::now();
+
+    // During and after: a paced stream; its first Produce requests get the errors.
+    let during = messages(20, 40);
+    publish_paced(
+        broker.port,
+        "pub-during",
+        during.clone(),
+        DEVICES,
+        Duration::from_millis(10),
+    )
+    .await;
+    let mut published = before;
+    published.extend(during);
+    // A record of `during` in Kafka means a Produce request succeeded after the injection,
+    // which the mock allows only once every injected error has been answered.
+    wait_for_all(&bootstrap, TOPIC, &published, &gw);
+    println!(
+        "{} Produce errors answered; the stream was through {:?} after they were injected",
+        errors.len(),
+        injected.elapsed()
+    );
+    stop(&mut gw);
+
+    let t = tally(&read_all(&bootstrap, TOPIC), &published);
+    report("request errors", published.len(), &t);
+    assert!(t.lost.is_empty(), "lost: {:?}\n{}", t.lost, gw.log());
+    assert!(t.disorder.is_empty(), "order: {:?}", t.disorder);
+    assert_eq!(
+        t.duplicates, 0,
+        "the idempotent producer stores a retried batch once"
+    );
+}
