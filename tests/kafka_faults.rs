@@ -153,13 +153,19 @@ struct Got {
     offset: i64,
     key: Option<String>,
     value: Vec<u8>,
-    #[allow(dead_code)] // read by the dead-letter test
     headers: Vec<(String, Vec<u8>)>,
 }
 
 impl Got {
     fn value_str(&self) -> &str {
         std::str::from_utf8(&self.value).unwrap_or("<not UTF-8>")
+    }
+
+    fn header(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| std::str::from_utf8(v).unwrap_or("<not UTF-8>"))
     }
 }
 
@@ -553,4 +559,90 @@ async fn broker_down_longer_than_message_timeout_loses_nothing() {
     assert!(t.lost.is_empty(), "lost: {:?}\n{}", t.lost, gw.log());
     assert!(retries > 0, "nothing timed out:\n{}", gw.log());
     assert!(t.disorder.is_empty(), "order: {:?}", t.disorder);
+}
+
+/// A record over the producer's `message.max.bytes` (100 000 bytes here; the gateway's own
+/// `mqtt.max_payload` is 1 MiB, so the router lets it through): librdkafka refuses it at
+/// `produce` (MSG_SIZE_TOO_LARGE), the sink calls that permanent, and the pipeline stores the
+/// message on the dead-letter topic in Kafka instead: its first 1 KiB as the value, an `error`
+/// header naming the size problem, `route: telemetry`. The small messages around it all arrive,
+/// once and in order. Nothing stays unacked: after a clean stop and a restart on the same MQTT
+/// session, the broker redelivers nothing (a message published then arrives alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_over_message_max_bytes_goes_to_the_dead_letter_topic() {
+    let mock = mock_cluster();
+    let bootstrap = mock.bootstrap_servers();
+    let broker = Mosquitto::start();
+    let mut gw = kafka_gateway(
+        &broker,
+        "gw-too-large",
+        &bootstrap,
+        false,
+        &format!("{MOCK_PROPERTIES}, \"message.max.bytes\": \"100000\""),
+        ", max_payload: 1MiB",
+    );
+    gw.start();
+
+    let big: Vec<u8> = (0..200_000).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut published = messages(0, 15);
+    let mut stream = published.clone();
+    stream.push(("devices/d3/telemetry".into(), big.clone()));
+    stream.extend(messages(15, 15));
+    published.extend(messages(15, 15));
+    support::publish(broker.port, "pub-big", 1, stream).await;
+
+    wait_for_all(&bootstrap, TOPIC, &published, &gw);
+    let dead_letter_stored = read_until(&bootstrap, DEAD_LETTER, Duration::from_secs(20), |r| {
+        !r.is_empty()
+    });
+    assert!(
+        dead_letter_stored.is_ok(),
+        "no dead letter in Kafka:\n{}",
+        gw.log()
+    );
+    stop(&mut gw);
+    assert_eq!(drained_stat(&gw, "dead_letters"), 1, "{}", gw.log());
+    assert_eq!(
+        drained_stat(&gw, "messages"),
+        published.len() as u64 + 1,
+        "{}",
+        gw.log()
+    );
+
+    // Same MQTT session again: anything left unacked would come back ahead of this one.
+    gw.start();
+    let last = messages(30, 1)[..1].to_vec();
+    support::publish(broker.port, "pub-last", 1, last.clone()).await;
+    published.extend(last);
+    wait_for_all(&bootstrap, TOPIC, &published, &gw);
+    stop(&mut gw);
+
+    let t = tally(&read_all(&bootstrap, TOPIC), &published);
+    report("too large", published.len(), &t);
+    assert!(t.lost.is_empty(), "lost: {:?}\n{}", t.lost, gw.log());
+    assert!(t.disorder.is_empty(), "order: {:?}", t.disorder);
+    assert_eq!(
+        t.duplicates,
+        0,
+        "redelivered after the restart:\n{}",
+        gw.log()
+    );
+
+    let dead = read_all(&bootstrap, DEAD_LETTER);
+    assert_eq!(dead.len(), 1, "dead letters: {dead:?}");
+    let d = &dead[0];
+    let error = d.header("error").expect("an error header");
+    println!("dead letter: {} bytes, error: {error}", d.value.len());
+    assert!(
+        error.contains("MessageSizeTooLarge"),
+        "error header: {error}"
+    );
+    assert_eq!(
+        d.value,
+        big[..1024],
+        "the value is the payload's first 1 KiB"
+    );
+    assert_eq!(d.header("route"), Some("telemetry"));
+    assert_eq!(d.header("mqtt.topic"), Some("devices/d3/telemetry"));
+    assert_eq!(d.key, None);
 }
