@@ -646,3 +646,94 @@ async fn record_over_message_max_bytes_goes_to_the_dead_letter_topic() {
     assert_eq!(d.header("mqtt.topic"), Some("devices/d3/telemetry"));
     assert_eq!(d.key, None);
 }
+
+/// Tributary's own Kafka listener as the cluster: gateway A (embedded log, Kafka listener on
+/// a free port) and gateway B (`backend: kafka`, bootstrap = A's listener) bridging its own
+/// Mosquitto, both separate processes. B runs the sink's defaults (acks=all, lz4, murmur2
+/// partitions, `create_topics: true`) except `enable.idempotence: false`: A's listener has no
+/// InitProducerId yet. B creates `telemetry` in A through CreateTopics with B's partition count
+/// (3, where A's own default is 2), and every record lands in A's log exactly once, under its
+/// key, in partition murmur2(key) % 3, in order.
+///
+/// A's log is read in two ways: its files (`count_records` and the partition count, read-only
+/// while A runs) and, for keys, values and headers, an rdkafka consumer on A's listener:
+/// `support::read_topic` decodes only uncompressed batches, and A stores B's lz4 batches as
+/// they came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tributary_listener_as_the_kafka_cluster() {
+    let broker_a = Mosquitto::start();
+    let port = support::free_port();
+    let mut gw_a = Gateway::new(&format!(
+        "mqtt: {{ url: \"{}\", client_id: gw-a, keep_alive: 5s }}\n\
+         log: {{ embedded: {{ dir: DATA_DIR, fsync_interval: 2ms, kafka_listener: \"127.0.0.1:{port}\" }} }}\n\
+         topics: {{ default: {{ partitions: 2 }} }}\n\
+         http: {{ listen: null }}\n\
+         routes:\n  - {{ name: anything, from: \"#\", to: a-ingress }}\n",
+        broker_a.url()
+    ));
+    gw_a.start();
+    let bootstrap = format!("127.0.0.1:{port}");
+
+    let broker_b = Mosquitto::start();
+    let mut gw_b = kafka_gateway(
+        &broker_b,
+        "gw-b",
+        &bootstrap,
+        true,
+        "\"enable.idempotence\": \"false\"",
+        "",
+    );
+    gw_b.start();
+
+    let published = messages(0, 30);
+    support::publish(broker_b.port, "pub-b", 1, published.clone()).await;
+    let data_a = gw_a.data_dir();
+    let stored = support::wait_until(Duration::from_secs(20), || {
+        support::count_records(&data_a, TOPIC) >= published.len()
+    });
+    assert!(
+        stored,
+        "A holds {} of {} records\n--- A ---\n{}\n--- B ---\n{}",
+        support::count_records(&data_a, TOPIC),
+        published.len(),
+        gw_a.log(),
+        gw_b.log()
+    );
+    stop(&mut gw_b);
+    assert_eq!(
+        support::count_records(&data_a, TOPIC),
+        published.len(),
+        "exactly once in A's files"
+    );
+    let partitions = tributary::log::LogReader::open(&data_a)
+        .unwrap()
+        .topic_names()
+        .get(TOPIC)
+        .copied();
+    assert_eq!(
+        partitions,
+        Some(PARTITIONS),
+        "B's CreateTopics partition count"
+    );
+
+    let (b, want) = (bootstrap.clone(), published.clone());
+    let records = tokio::task::spawn_blocking(move || read_all(&b, TOPIC))
+        .await
+        .unwrap();
+    let t = tally(&records, &want);
+    report("Tributary listener", published.len(), &t);
+    assert_eq!(t.records, published.len());
+    assert!(t.lost.is_empty(), "lost: {:?}", t.lost);
+    assert_eq!(t.duplicates, 0);
+    assert!(t.disorder.is_empty(), "order: {:?}", t.disorder);
+    for r in &records {
+        let device = r.key.as_deref().unwrap();
+        assert_eq!(
+            r.header("mqtt.topic"),
+            Some(format!("devices/{device}/telemetry").as_str())
+        );
+    }
+    // A's own route saw nothing: B's records came through its Kafka listener, not MQTT.
+    assert_eq!(support::count_records(&data_a, "a-ingress"), 0);
+    stop(&mut gw_a);
+}
