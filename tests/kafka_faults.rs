@@ -19,6 +19,10 @@
 //! - `request_errors` pushes onto one cluster-wide stack per API key: each Produce request,
 //!   retries included, pops the next error, so a request that succeeds proves every error
 //!   pushed before it was answered.
+//! - It checks no sequence numbers of a non-transactional idempotent producer, which can make
+//!   librdkafka report an unstored record delivered: see `MOCK_PROPERTIES`.
+//! - `broker_down` closes the listening socket (connections are refused) and every open
+//!   connection; `broker_up` listens again on the same port.
 
 mod support;
 
@@ -377,10 +381,11 @@ fn stop(gw: &mut Gateway) {
 
 /// Produce requests answered with retriable errors, several in a row (not leader, timed out,
 /// not enough replicas, leader not available, and a dropped connection), mid-stream.
-/// librdkafka retries them itself (`message.timeout.ms` is infinite by default), in order per
-/// partition and, with the idempotent producer, without duplicates: none of these errors stores
-/// the batch in the mock (the error is answered instead of appending), so a retry is its first
-/// copy. Lost 0, duplicates 0, order kept.
+/// librdkafka retries them itself (`message.timeout.ms` is infinite by default), so the
+/// pipeline never sees them; with one request in flight (`MOCK_PROPERTIES`) a failed batch is
+/// retried before anything after it, so order holds; and none of these errors stores the
+/// batch in the mock (the error is answered instead of appending), so a retry is its first
+/// copy: no duplicates. Lost 0, duplicates 0, order kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_request_errors_lose_nothing_and_keep_order() {
     let mock = mock_cluster();
@@ -473,16 +478,18 @@ fn drained_stat(gw: &Gateway, name: &str) -> u64 {
 /// reading and produces them again, in arrival order, round after round until the broker is
 /// back; then the gateway carries on by itself, no restart. Lost 0.
 ///
-/// Per-device order: the pipeline resubmits failed messages in arrival order and fences the
-/// sink so that nothing submitted after a failure is stored ahead of it. What the fence cannot
-/// stop is a record handed to librdkafka *before* the failure was seen: librdkafka expires
-/// records in a timeout scan once a second, so if one scan expires the first records of a
-/// retry round but not the last ones (a round is handed over within milliseconds, so a scan
-/// must fall inside them) and the broker comes back before the next scan, the last ones are
-/// stored ahead of the first ones. Nothing else can reorder (one request in flight, see
-/// `MOCK_PROPERTIES`), so the test asserts order; should that window ever be hit, the
-/// violations are printed with partition and offset, and the cure is in the sink (purging
-/// librdkafka's queue on the first failure), not here.
+/// Per-device order must hold here, and only because of the timing. The pipeline resubmits
+/// failed messages in arrival order and the sink's fence keeps later *appends* out until
+/// then, but records librdkafka already holds are not recalled: if the broker comes back while
+/// part of them has timed out, the rest are stored ahead of the timed-out ones, which come
+/// later. The first wave here is what the gateway read in the ~2 s before the first failure;
+/// its records time out by about 4.5 s into the outage (with the backoff below), well before
+/// the broker returns at 6 s. Later waves are retry rounds, handed over within milliseconds:
+/// each times out whole or is delivered whole, unless the broker returns inside those
+/// milliseconds. With the broker down for 3 s instead (1.5 x the timeout), every run tried
+/// showed 10 devices' early messages stored after later ones (`d0 seq 25 after 123`): a finite
+/// `message.timeout.ms` trades order for the failure being seen; the default (0, infinite)
+/// keeps order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_down_longer_than_message_timeout_loses_nothing() {
     const DOWN: Duration = Duration::from_secs(6);
