@@ -10,11 +10,12 @@
 //! (printed) and per-device order.
 //!
 //! Mock cluster facts these tests rely on (librdkafka 2.12, rdkafka 0.39):
-//! - It has no CreateTopics (no handler; rdkafka's `MockCluster::create_topic` says so too), so
-//!   the gateways here run with `create_topics: false` and the tests create every topic,
-//!   the dead-letter topic included, with `MockCluster::create_topic` before the gateway
-//!   starts. (The sink sets `allow.auto.create.topics=false`, so Metadata does not auto-create
-//!   them either.)
+//! - It has no CreateTopics (no handler; rdkafka's `MockCluster::create_topic` says so too):
+//!   an admin `create_topics` is never answered, so a sink that tries to create a topic
+//!   fails that append after its 10 s admin timeout, again and again. The gateways here run
+//!   with `create_topics: false` and the tests create every topic, the dead-letter topic
+//!   included, with `MockCluster::create_topic` before the gateway starts. (The sink sets
+//!   `allow.auto.create.topics=false`, so Metadata does not auto-create them either.)
 //! - Broker ids start at 1: `broker_down(1)`.
 //! - `request_errors` pushes onto one cluster-wide stack per API key: each Produce request,
 //!   retries included, pops the next error, so a request that succeeds proves every error
