@@ -18,7 +18,8 @@ use crate::log::Offset;
 use crate::record::Record;
 use crate::route::PartitionCounts;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -51,6 +52,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     // partition, and the appends wait (backpressure). A `message.timeout.ms` of your own makes
     // timed-out appends fail instead; the pipeline then produces them again.
     ("message.timeout.ms", "0"),
+    // librdkafka sleeps up to this between reconnects (10 s by default), and only then notices
+    // that Kafka is back or that records timed out.
+    ("reconnect.backoff.max.ms", "1000"),
     // Tributary creates topics itself, with the configured partition counts.
     ("allow.auto.create.topics", "false"),
 ];
@@ -93,6 +97,58 @@ pub fn check_properties(config: &KafkaConfig) -> Vec<(String, String)> {
         }
     }
     issues
+}
+
+/// How often one librdkafka message may be logged (an unreachable broker repeats it each second).
+const LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// librdkafka's own log lines and errors (a broker unreachable, authentication failing) as
+/// tracing events, each distinct line at most once per [`LOG_EVERY`].
+#[derive(Default)]
+pub struct LogContext {
+    last: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+}
+
+impl LogContext {
+    fn first_in_a_while(&self, line: &str) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        match last.get(line) {
+            Some(at) if now.duration_since(*at) < LOG_EVERY => false,
+            _ => {
+                if last.len() > 1000 {
+                    last.clear();
+                }
+                last.insert(line.to_string(), now);
+                true
+            }
+        }
+    }
+}
+
+impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, line: &str) {
+        if !self.first_in_a_while(line) {
+            return;
+        }
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(facility, "librdkafka: {line}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(facility, "librdkafka: {line}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(facility, "librdkafka: {line}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(facility, "librdkafka: {line}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if self.first_in_a_while(reason) {
+            tracing::warn!(%error, "Kafka: {reason}");
+        }
+    }
 }
 
 /// The Kafka sink. Clones share one producer.
@@ -155,7 +211,9 @@ impl KafkaSink {
     /// starts anyway and its appends fail (retryably) until Kafka answers.
     pub async fn open(config: &KafkaConfig, topics: &TopicsConfig) -> Result<KafkaSink, SinkError> {
         let client = client_config(config);
-        let producer: FutureProducer = client.create().map_err(|e| permanent(&e))?;
+        let producer = client
+            .create_with_context(LogContext::default())
+            .map_err(|e| permanent(&e))?;
         let admin: AdminClient<DefaultClientContext> =
             client.create().map_err(|e| permanent(&e))?;
         let shared = Arc::new(Shared {
@@ -272,7 +330,7 @@ impl Sink for KafkaSink {
 /// The task that hands records to librdkafka, in the order appends were made.
 struct Submitter {
     client: ClientConfig,
-    producer: FutureProducer,
+    producer: FutureProducer<LogContext>,
     admin: AdminClient<DefaultClientContext>,
     create_topics: bool,
     shared: Arc<Shared>,
@@ -489,7 +547,7 @@ impl Submitter {
                 reason,
                 "the Kafka producer hit a fatal error; starting a new one"
             );
-            match self.client.create() {
+            match self.client.create_with_context(LogContext::default()) {
                 Ok(producer) => self.producer = producer,
                 Err(e) => tracing::error!(error = %e, "could not start a new Kafka producer"),
             }
