@@ -263,7 +263,7 @@ async fn latency(broker: &Mosquitto, rate: u64, count: usize) -> (f64, f64) {
     let partitions = Arc::new(EmbeddedSink::new(log.clone()));
     let router = Arc::new(Router::new(&config, partitions).unwrap());
     let (ingress, deliveries) =
-        tributary::mqtt::Ingress::start(&config.mqtt, &router.subscriptions()).unwrap();
+        tributary::mqtt::Ingress::start(&config.mqtt, &router.subscriptions(), None).unwrap();
     let mut connected = ingress.connected();
     connected.wait_for(|c| *c).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -272,6 +272,7 @@ async fn latency(broker: &Mosquitto, rate: u64, count: usize) -> (f64, f64) {
         router,
         sink.clone(),
         ingress.acker(),
+        None,
     ));
     publish(broker.port, count, Some(rate)).await;
     while sink.done.load(Ordering::Relaxed) < count as u64 {
