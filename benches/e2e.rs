@@ -4,7 +4,9 @@
 //!
 //! Prints both rates, their ratio, Tributary's peak RSS, and p50/p99 publish-to-durable latency
 //! at a steady offered load (measured in process: the pipeline with a sink wrapper that notes
-//! when each record is durable).
+//! when each record is durable). Then the cost of metrics: the binary with `http.listen` off
+//! (nothing counted) and on (everything counted, `/metrics` scraped every second), alternated
+//! in the same run.
 //!
 //! `cargo bench --bench e2e` (needs `mosquitto` on the PATH).
 
@@ -146,21 +148,54 @@ fn stored(dir: &std::path::Path) -> u64 {
         })
 }
 
+/// `GET /metrics` from `addr`: the body's length.
+async fn scrape(addr: &str) -> usize {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return 0;
+    };
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    out.len()
+}
+
 /// The `tributary` binary: messages/s from the first publish to the last record stored, and
-/// its peak RSS in KiB.
-async fn tributary_binary(broker: &Mosquitto) -> (f64, u64) {
+/// its peak RSS in KiB. With `metrics`, `http.listen` is on and scraped every second.
+async fn tributary_binary(broker: &Mosquitto, metrics: bool) -> (f64, u64) {
     let routes = r#"  - { name: telemetry, from: "devices/{device}/telemetry", to: telemetry, key: "{device}" }"#;
-    let mut gw = Gateway::new(
-        &Gateway::config(&broker.url(), "bench-gw", ", max_inflight: 1024", routes)
-            .replace("fsync_interval: 2ms", "fsync_interval: 5ms"),
-    );
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let mut yaml = Gateway::config(&broker.url(), "bench-gw", ", max_inflight: 1024", routes)
+        .replace("fsync_interval: 2ms", "fsync_interval: 5ms");
+    if metrics {
+        yaml = yaml.replace(
+            "http: { listen: null }",
+            &format!("http: {{ listen: \"{addr}\" }}"),
+        );
+    }
+    let mut gw = Gateway::new(&yaml);
     gw.start();
     let start = Instant::now();
     let publisher = tokio::spawn(publish(broker.port, MESSAGES, None));
+    let scraper = metrics.then(|| {
+        tokio::spawn(async move {
+            let mut scraped = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                scraped += usize::from(scrape(&addr).await > 0);
+                if scraped > 1_000 {
+                    return;
+                }
+            }
+        })
+    });
     while stored(&gw.data_dir()) < MESSAGES as u64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let rate = MESSAGES as f64 / start.elapsed().as_secs_f64();
+    if let Some(scraper) = scraper {
+        scraper.abort();
+    }
     publisher.await.unwrap();
     let status =
         std::fs::read_to_string(format!("/proc/{}/status", gw.pid().unwrap())).unwrap_or_default();
@@ -297,7 +332,7 @@ fn main() {
         println!("end to end: {MESSAGES} QoS 1 messages, 100 bytes, {TOPICS} topics, {PUBLISHERS} publishers; fsync interval 5ms");
         let broker = Mosquitto::start();
         let bare = bare_subscriber(&broker).await;
-        let (tributary, rss_kib) = tributary_binary(&broker).await;
+        let (tributary, rss_kib) = tributary_binary(&broker, false).await;
         println!("  bare rumqttc subscriber (acks, discards): {bare:>9.0} msgs/s   (baseline)");
         println!("  tributary -> embedded log, durable:       {tributary:>9.0} msgs/s   ratio {:.2} (goal >= 0.9)", tributary / bare);
         println!("  tributary peak RSS: {:.1} MiB (goal < 50 MiB)", rss_kib as f64 / 1024.0);
@@ -305,5 +340,15 @@ fn main() {
             let (p50, p99) = latency(&broker, rate, rate as usize * 3).await;
             println!("  publish-to-durable latency at {rate} msgs/s: p50 {p50:.2} ms, p99 {p99:.2} ms");
         }
+        // Metrics off and on, alternated so that drift on a shared machine hits both alike.
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            off.push(tributary_binary(&broker, false).await.0);
+            on.push(tributary_binary(&broker, true).await.0);
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let show = |v: &[f64]| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
+        println!("  metrics off (http.listen null): {:>9.0} msgs/s   (baseline; runs: {})", mean(&off), show(&off));
+        println!("  metrics on, scraped every 1 s:  {:>9.0} msgs/s   ratio {:.3} (goal >= 0.97; runs: {})", mean(&on), mean(&on) / mean(&off), show(&on));
     });
 }
