@@ -129,7 +129,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let (ingress, deliveries) = Ingress::start(&config.mqtt, &router.subscriptions(), face)?;
     let ops = match (http_listener, &watch) {
         (Some(listener), Some(watch)) => {
-            let addr = listener.local_addr().ok();
+            let addr = listener
+                .local_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string());
             let endpoints = Arc::new(Endpoints {
                 metrics: watch.metrics.clone(),
                 probes: Probes::new(watch.appends.clone())
@@ -137,7 +139,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 log,
                 groups,
             });
-            tracing::info!(addr = ?addr, "serving /metrics, /healthz and /readyz");
+            tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
             Some(Server::spawn(|stop| http::serve(listener, endpoints, stop)))
         }
         _ => None,
