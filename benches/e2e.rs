@@ -160,9 +160,38 @@ async fn scrape(addr: &str) -> usize {
     out.len()
 }
 
-/// The `tributary` binary: messages/s from the first publish to the last record stored, and
-/// its peak RSS in KiB. With `metrics`, `http.listen` is on and scraped every second.
-async fn tributary_binary(broker: &Mosquitto, metrics: bool) -> (f64, u64) {
+/// One run of the binary.
+struct Run {
+    /// Messages/s from the first publish to the last record stored.
+    rate: f64,
+    /// Peak RSS.
+    rss_kib: u64,
+    /// The gateway's CPU time (user + system) per message, in microseconds.
+    cpu_us: f64,
+}
+
+/// CPU seconds (user + system) the process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and
+    // 13th, in clock ticks.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// The `tributary` binary with `count` messages. With `metrics`, `http.listen` is on and
+/// scraped every second.
+async fn tributary_binary(broker: &Mosquitto, count: usize, metrics: bool) -> Run {
     let routes = r#"  - { name: telemetry, from: "devices/{device}/telemetry", to: telemetry, key: "{device}" }"#;
     let addr = format!("127.0.0.1:{}", support::free_port());
     let mut yaml = Gateway::config(&broker.url(), "bench-gw", ", max_inflight: 1024", routes)
@@ -175,8 +204,9 @@ async fn tributary_binary(broker: &Mosquitto, metrics: bool) -> (f64, u64) {
     }
     let mut gw = Gateway::new(&yaml);
     gw.start();
+    let cpu_before = cpu_seconds(gw.pid().unwrap());
     let start = Instant::now();
-    let publisher = tokio::spawn(publish(broker.port, MESSAGES, None));
+    let publisher = tokio::spawn(publish(broker.port, count, None));
     let scraper = metrics.then(|| {
         tokio::spawn(async move {
             let mut scraped = 0;
@@ -189,10 +219,11 @@ async fn tributary_binary(broker: &Mosquitto, metrics: bool) -> (f64, u64) {
             }
         })
     });
-    while stored(&gw.data_dir()) < MESSAGES as u64 {
+    while stored(&gw.data_dir()) < count as u64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let rate = MESSAGES as f64 / start.elapsed().as_secs_f64();
+    let rate = count as f64 / start.elapsed().as_secs_f64();
+    let cpu_us = (cpu_seconds(gw.pid().unwrap()) - cpu_before) * 1e6 / count as f64;
     if let Some(scraper) = scraper {
         scraper.abort();
     }
@@ -205,7 +236,11 @@ async fn tributary_binary(broker: &Mosquitto, metrics: bool) -> (f64, u64) {
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap_or(0);
     assert!(gw.terminate().success());
-    (rate, rss_kib)
+    Run {
+        rate,
+        rss_kib,
+        cpu_us,
+    }
 }
 
 /// Wraps the real sink and notes, per record, microseconds from publish to durable.
@@ -332,7 +367,11 @@ fn main() {
         println!("end to end: {MESSAGES} QoS 1 messages, 100 bytes, {TOPICS} topics, {PUBLISHERS} publishers; fsync interval 5ms");
         let broker = Mosquitto::start();
         let bare = bare_subscriber(&broker).await;
-        let (tributary, rss_kib) = tributary_binary(&broker, false).await;
+        let Run {
+            rate: tributary,
+            rss_kib,
+            ..
+        } = tributary_binary(&broker, MESSAGES, false).await;
         println!("  bare rumqttc subscriber (acks, discards): {bare:>9.0} msgs/s   (baseline)");
         println!("  tributary -> embedded log, durable:       {tributary:>9.0} msgs/s   ratio {:.2} (goal >= 0.9)", tributary / bare);
         println!("  tributary peak RSS: {:.1} MiB (goal < 50 MiB)", rss_kib as f64 / 1024.0);
@@ -340,15 +379,24 @@ fn main() {
             let (p50, p99) = latency(&broker, rate, rate as usize * 3).await;
             println!("  publish-to-durable latency at {rate} msgs/s: p50 {p50:.2} ms, p99 {p99:.2} ms");
         }
-        // Metrics off and on, alternated so that drift on a shared machine hits both alike.
+        // Metrics off and on, alternated so that drift on a shared machine hits both alike; the
+        // gateway's CPU time per message is the steadier figure of the two.
+        const ROUNDS: usize = 3;
+        const COUNT: usize = 300_000;
+        println!("metrics off (http.listen null) vs on (scraped every second): {COUNT} messages, {ROUNDS} rounds alternated");
         let (mut off, mut on) = (Vec::new(), Vec::new());
-        for _ in 0..3 {
-            off.push(tributary_binary(&broker, false).await.0);
-            on.push(tributary_binary(&broker, true).await.0);
+        for _ in 0..ROUNDS {
+            off.push(tributary_binary(&broker, COUNT, false).await);
+            on.push(tributary_binary(&broker, COUNT, true).await);
         }
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let show = |v: &[f64]| v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
-        println!("  metrics off (http.listen null): {:>9.0} msgs/s   (baseline; runs: {})", mean(&off), show(&off));
-        println!("  metrics on, scraped every 1 s:  {:>9.0} msgs/s   ratio {:.3} (goal >= 0.97; runs: {})", mean(&on), mean(&on) / mean(&off), show(&on));
+        let mean = |runs: &[Run], f: fn(&Run) -> f64| runs.iter().map(f).sum::<f64>() / runs.len() as f64;
+        let each = |runs: &[Run], f: fn(&Run) -> f64| {
+            runs.iter().map(|r| format!("{:.0}", f(r))).collect::<Vec<_>>().join(", ")
+        };
+        let (rate_off, rate_on) = (mean(&off, |r| r.rate), mean(&on, |r| r.rate));
+        let (cpu_off, cpu_on) = (mean(&off, |r| r.cpu_us), mean(&on, |r| r.cpu_us));
+        println!("  metrics off: {rate_off:>9.0} msgs/s (runs: {}), {cpu_off:.2} µs CPU per message   (baseline)", each(&off, |r| r.rate));
+        println!("  metrics on:  {rate_on:>9.0} msgs/s (runs: {}), {cpu_on:.2} µs CPU per message", each(&on, |r| r.rate));
+        println!("  cost of metrics: throughput ratio {:.3}, CPU per message +{:.1}% (goal: under 3%)", rate_on / rate_off, (cpu_on / cpu_off - 1.0) * 100.0);
     });
 }

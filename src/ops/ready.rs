@@ -7,7 +7,7 @@
 //! that succeeded. Each of these clears by itself once the cause is gone: the session comes
 //! back, the stuck append completes, a later append succeeds.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,9 +77,11 @@ pub fn decide(facts: &Facts<'_>, now: Instant, hung_after: Duration) -> Readines
 /// fed with the time by its caller.
 #[derive(Debug, Default)]
 pub struct AppendWatch {
-    next: u64,
-    /// Ticket -> when the append was made; tickets grow with time, so the first is the oldest.
-    pending: BTreeMap<u64, Instant>,
+    /// The ticket of `appends[0]`; tickets are consecutive along the queue.
+    front: u64,
+    /// When each append from `front` on was made, `None` once it ended; ended ones leave from
+    /// the front, so the first is the oldest still waiting. Tickets grow with time.
+    appends: VecDeque<Option<Instant>>,
     /// The failed append's ticket and why it failed.
     failure: Option<(u64, String)>,
 }
@@ -91,15 +93,27 @@ pub struct Ticket(u64);
 impl AppendWatch {
     /// An append was made at `now`.
     pub fn started(&mut self, now: Instant) -> Ticket {
-        let ticket = self.next;
-        self.next += 1;
-        self.pending.insert(ticket, now);
+        let ticket = self.front + self.appends.len() as u64;
+        self.appends.push_back(Some(now));
         Ticket(ticket)
+    }
+
+    fn remove(&mut self, ticket: Ticket) {
+        let Some(i) = ticket.0.checked_sub(self.front) else {
+            return;
+        };
+        if let Some(slot) = self.appends.get_mut(i as usize) {
+            *slot = None;
+        }
+        while self.appends.front().is_some_and(Option::is_none) {
+            self.appends.pop_front();
+            self.front += 1;
+        }
     }
 
     /// It is durable: the sink writes, unless a failure came from an append made after it.
     pub fn succeeded(&mut self, ticket: Ticket) {
-        self.pending.remove(&ticket.0);
+        self.remove(ticket);
         if self.failure.as_ref().is_some_and(|(t, _)| *t < ticket.0) {
             self.failure = None;
         }
@@ -107,7 +121,7 @@ impl AppendWatch {
 
     /// It failed: the sink is failing until an append made after this one succeeds.
     pub fn failed(&mut self, ticket: Ticket, error: String) {
-        self.pending.remove(&ticket.0);
+        self.remove(ticket);
         if self.failure.as_ref().is_none_or(|(t, _)| *t <= ticket.0) {
             self.failure = Some((ticket.0, error));
         }
@@ -116,12 +130,12 @@ impl AppendWatch {
     /// It ended without an outcome that says anything about the sink (the sink refused it
     /// only to keep order behind an earlier failure, or its caller dropped it).
     pub fn ended(&mut self, ticket: Ticket) {
-        self.pending.remove(&ticket.0);
+        self.remove(ticket);
     }
 
     /// When the oldest append still waiting was made.
     pub fn oldest(&self) -> Option<Instant> {
-        self.pending.first_key_value().map(|(_, at)| *at)
+        self.appends.front().copied().flatten()
     }
 
     /// Why appends fail, while they do.

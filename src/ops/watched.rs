@@ -8,6 +8,7 @@ use crate::log::Offset;
 use crate::record::{DeadLetterReason, Record};
 use crate::sink::{Sink, SinkError};
 use prometheus::IntCounter;
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -25,12 +26,15 @@ pub struct Watch {
 #[derive(Debug, Clone)]
 pub struct WatchedSink<S> {
     inner: S,
-    watch: Option<Watch>,
+    watch: Option<Arc<Watch>>,
 }
 
 impl<S> WatchedSink<S> {
     pub fn new(inner: S, watch: Option<Watch>) -> Self {
-        WatchedSink { inner, watch }
+        WatchedSink {
+            inner,
+            watch: watch.map(Arc::new),
+        }
     }
 
     pub fn inner(&self) -> &S {
@@ -40,21 +44,21 @@ impl<S> WatchedSink<S> {
 
 /// What one append will count once stored.
 struct Pending {
-    watch: Watch,
+    watch: Arc<Watch>,
     ticket: Ticket,
     started: Instant,
     /// Records per topic counter, in the order topics first appear.
-    records: Vec<(IntCounter, u64)>,
-    dead_letters: Vec<DeadLetterReason>,
+    records: SmallVec<[(IntCounter, u64); 2]>,
+    dead_letters: SmallVec<[DeadLetterReason; 1]>,
     /// Whether the outcome has been reported; if not when dropped, the append was abandoned.
     done: bool,
 }
 
 impl Pending {
-    fn new(watch: &Watch, records: &[Record]) -> Pending {
-        let mut counters: Vec<(IntCounter, u64)> = Vec::with_capacity(1);
-        let mut topics: Vec<&str> = Vec::with_capacity(1);
-        let mut dead_letters = Vec::new();
+    fn new(watch: &Arc<Watch>, records: &[Record]) -> Pending {
+        let mut counters: SmallVec<[(IntCounter, u64); 2]> = SmallVec::new();
+        let mut topics: SmallVec<[&str; 2]> = SmallVec::new();
+        let mut dead_letters = SmallVec::new();
         for r in records {
             match topics.iter().position(|t| *t == r.topic) {
                 Some(i) => counters[i].1 += 1,
