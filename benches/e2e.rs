@@ -4,7 +4,9 @@
 //!
 //! Prints both rates, their ratio, Tributary's peak RSS, and p50/p99 publish-to-durable latency
 //! at a steady offered load (measured in process: the pipeline with a sink wrapper that notes
-//! when each record is durable).
+//! when each record is durable). Then the cost of metrics: the binary with `http.listen` off
+//! (nothing counted) and on (everything counted, `/metrics` scraped every second), alternated
+//! in the same run.
 //!
 //! `cargo bench --bench e2e` (needs `mosquitto` on the PATH).
 
@@ -146,21 +148,85 @@ fn stored(dir: &std::path::Path) -> u64 {
         })
 }
 
-/// The `tributary` binary: messages/s from the first publish to the last record stored, and
-/// its peak RSS in KiB.
-async fn tributary_binary(broker: &Mosquitto) -> (f64, u64) {
+/// `GET /metrics` from `addr`: the body's length.
+async fn scrape(addr: &str) -> usize {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return 0;
+    };
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").await;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    out.len()
+}
+
+/// One run of the binary.
+struct Run {
+    /// Messages/s from the first publish to the last record stored.
+    rate: f64,
+    /// Peak RSS.
+    rss_kib: u64,
+    /// The gateway's CPU time (user + system) per message, in microseconds.
+    cpu_us: f64,
+}
+
+/// CPU seconds (user + system) the process `pid` has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and
+    // 13th, in clock ticks.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// The `tributary` binary with `count` messages. With `metrics`, `http.listen` is on and
+/// scraped every second.
+async fn tributary_binary(broker: &Mosquitto, count: usize, metrics: bool) -> Run {
     let routes = r#"  - { name: telemetry, from: "devices/{device}/telemetry", to: telemetry, key: "{device}" }"#;
-    let mut gw = Gateway::new(
-        &Gateway::config(&broker.url(), "bench-gw", ", max_inflight: 1024", routes)
-            .replace("fsync_interval: 2ms", "fsync_interval: 5ms"),
-    );
+    let addr = format!("127.0.0.1:{}", support::free_port());
+    let mut yaml = Gateway::config(&broker.url(), "bench-gw", ", max_inflight: 1024", routes)
+        .replace("fsync_interval: 2ms", "fsync_interval: 5ms");
+    if metrics {
+        yaml = yaml.replace(
+            "http: { listen: null }",
+            &format!("http: {{ listen: \"{addr}\" }}"),
+        );
+    }
+    let mut gw = Gateway::new(&yaml);
     gw.start();
+    let cpu_before = cpu_seconds(gw.pid().unwrap());
     let start = Instant::now();
-    let publisher = tokio::spawn(publish(broker.port, MESSAGES, None));
-    while stored(&gw.data_dir()) < MESSAGES as u64 {
+    let publisher = tokio::spawn(publish(broker.port, count, None));
+    let scraper = metrics.then(|| {
+        tokio::spawn(async move {
+            let mut scraped = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                scraped += usize::from(scrape(&addr).await > 0);
+                if scraped > 1_000 {
+                    return;
+                }
+            }
+        })
+    });
+    while stored(&gw.data_dir()) < count as u64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let rate = MESSAGES as f64 / start.elapsed().as_secs_f64();
+    let rate = count as f64 / start.elapsed().as_secs_f64();
+    let cpu_us = (cpu_seconds(gw.pid().unwrap()) - cpu_before) * 1e6 / count as f64;
+    if let Some(scraper) = scraper {
+        scraper.abort();
+    }
     publisher.await.unwrap();
     let status =
         std::fs::read_to_string(format!("/proc/{}/status", gw.pid().unwrap())).unwrap_or_default();
@@ -170,7 +236,11 @@ async fn tributary_binary(broker: &Mosquitto) -> (f64, u64) {
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap_or(0);
     assert!(gw.terminate().success());
-    (rate, rss_kib)
+    Run {
+        rate,
+        rss_kib,
+        cpu_us,
+    }
 }
 
 /// Wraps the real sink and notes, per record, microseconds from publish to durable.
@@ -263,7 +333,7 @@ async fn latency(broker: &Mosquitto, rate: u64, count: usize) -> (f64, f64) {
     let partitions = Arc::new(EmbeddedSink::new(log.clone()));
     let router = Arc::new(Router::new(&config, partitions).unwrap());
     let (ingress, deliveries) =
-        tributary::mqtt::Ingress::start(&config.mqtt, &router.subscriptions()).unwrap();
+        tributary::mqtt::Ingress::start(&config.mqtt, &router.subscriptions(), None).unwrap();
     let mut connected = ingress.connected();
     connected.wait_for(|c| *c).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -272,6 +342,7 @@ async fn latency(broker: &Mosquitto, rate: u64, count: usize) -> (f64, f64) {
         router,
         sink.clone(),
         ingress.acker(),
+        None,
     ));
     publish(broker.port, count, Some(rate)).await;
     while sink.done.load(Ordering::Relaxed) < count as u64 {
@@ -296,7 +367,11 @@ fn main() {
         println!("end to end: {MESSAGES} QoS 1 messages, 100 bytes, {TOPICS} topics, {PUBLISHERS} publishers; fsync interval 5ms");
         let broker = Mosquitto::start();
         let bare = bare_subscriber(&broker).await;
-        let (tributary, rss_kib) = tributary_binary(&broker).await;
+        let Run {
+            rate: tributary,
+            rss_kib,
+            ..
+        } = tributary_binary(&broker, MESSAGES, false).await;
         println!("  bare rumqttc subscriber (acks, discards): {bare:>9.0} msgs/s   (baseline)");
         println!("  tributary -> embedded log, durable:       {tributary:>9.0} msgs/s   ratio {:.2} (goal >= 0.9)", tributary / bare);
         println!("  tributary peak RSS: {:.1} MiB (goal < 50 MiB)", rss_kib as f64 / 1024.0);
@@ -304,5 +379,24 @@ fn main() {
             let (p50, p99) = latency(&broker, rate, rate as usize * 3).await;
             println!("  publish-to-durable latency at {rate} msgs/s: p50 {p50:.2} ms, p99 {p99:.2} ms");
         }
+        // Metrics off and on, alternated so that drift on a shared machine hits both alike; the
+        // gateway's CPU time per message is the steadier figure of the two.
+        const ROUNDS: usize = 3;
+        const COUNT: usize = 300_000;
+        println!("metrics off (http.listen null) vs on (scraped every second): {COUNT} messages, {ROUNDS} rounds alternated");
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            off.push(tributary_binary(&broker, COUNT, false).await);
+            on.push(tributary_binary(&broker, COUNT, true).await);
+        }
+        let mean = |runs: &[Run], f: fn(&Run) -> f64| runs.iter().map(f).sum::<f64>() / runs.len() as f64;
+        let each = |runs: &[Run], f: fn(&Run) -> f64| {
+            runs.iter().map(|r| format!("{:.0}", f(r))).collect::<Vec<_>>().join(", ")
+        };
+        let (rate_off, rate_on) = (mean(&off, |r| r.rate), mean(&on, |r| r.rate));
+        let (cpu_off, cpu_on) = (mean(&off, |r| r.cpu_us), mean(&on, |r| r.cpu_us));
+        println!("  metrics off: {rate_off:>9.0} msgs/s (runs: {}), {cpu_off:.2} µs CPU per message   (baseline)", each(&off, |r| r.rate));
+        println!("  metrics on:  {rate_on:>9.0} msgs/s (runs: {}), {cpu_on:.2} µs CPU per message", each(&on, |r| r.rate));
+        println!("  cost of metrics: throughput ratio {:.3}, CPU per message +{:.1}% (goal: under 3%)", rate_on / rate_off, (cpu_on / cpu_off - 1.0) * 100.0);
     });
 }

@@ -20,6 +20,9 @@
 //! - [`log`]: the embedded log: segments, indexes, recovery, group commit, group offsets, and
 //!   each topic's partition count (its one owner).
 //! - [`kafka_api`]: the Kafka wire protocol over the embedded log, for any Kafka client.
+//! - [`ops`]: what operators watch: every metric (one `Metrics`, its own registry), readiness
+//!   (a pure decision over facts), the sink wrapper that counts appends, and the `http.listen`
+//!   endpoint (`/metrics`, `/healthz`, `/readyz`).
 //! - [`cli`]: what the commands print.
 //! - [`alloc`]: the binary's allocator, which survives a huge allocation a malformed Kafka
 //!   request asks for.
@@ -32,6 +35,7 @@ pub mod kafka_api;
 pub mod log;
 pub mod message;
 pub mod mqtt;
+pub mod ops;
 pub mod pipeline;
 pub mod record;
 pub mod route;

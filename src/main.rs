@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 use tributary::app::{self, Access, PrepareError};
 use tributary::config::{self, ConfigError};
 use tributary::message::Message;
@@ -87,13 +88,13 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
+            say("ERROR", &format!("error: starting the runtime: {e}"));
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
     if let Command::Route { topic, .. } = &command {
         if let Err(e) = tributary::route::filter::check_topic(topic) {
-            eprintln!("error: topic {topic:?}: {e}");
+            say("ERROR", &format!("error: topic {topic:?}: {e}"));
             return ExitCode::from(EXIT_CONFIG);
         }
     }
@@ -106,7 +107,7 @@ fn main() -> ExitCode {
                     return config_error(&ConfigError::invalid(file, issues))
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    say("ERROR", &format!("error: {e}"));
                     return ExitCode::from(EXIT_RUNTIME);
                 }
             };
@@ -159,22 +160,48 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            say("ERROR", &format!("error: {e:#}"));
             ExitCode::from(EXIT_RUNTIME)
         }
     }
 }
 
 fn config_error(e: &ConfigError) -> ExitCode {
-    eprintln!("{e}");
+    say("ERROR", &e.to_string());
     if let ConfigError::Invalid { issues, .. } = e {
-        eprintln!(
-            "{} problem{} in the configuration; nothing was started",
-            issues.len(),
-            if issues.len() == 1 { "" } else { "s" }
+        say(
+            "ERROR",
+            &format!(
+                "{} problem{} in the configuration; nothing was started",
+                issues.len(),
+                if issues.len() == 1 { "" } else { "s" }
+            ),
         );
     }
     ExitCode::from(EXIT_CONFIG)
+}
+
+/// The `--log-format` chosen, for what `say` writes.
+static STDERR_FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// Writes an error or a note to stderr: as it is, or with `--log-format json` each line as one
+/// JSON object shaped like the log lines, so that every line on stderr parses as JSON.
+fn say(level: &str, text: &str) {
+    match STDERR_FORMAT.get() {
+        Some(LogFormat::Json) => {
+            let timestamp = humantime::format_rfc3339_micros(std::time::SystemTime::now());
+            for line in text.lines() {
+                let line = serde_json::json!({
+                    "timestamp": timestamp.to_string(),
+                    "level": level,
+                    "fields": { "message": line },
+                    "target": "tributary",
+                });
+                eprintln!("{line}");
+            }
+        }
+        _ => eprintln!("{text}"),
+    }
 }
 
 fn check(file: &str, config: &config::Config, router: &Router) -> anyhow::Result<()> {
@@ -197,7 +224,10 @@ fn route(
     };
     let records = router.route(&Message::new(topic, payload));
     if records.is_empty() {
-        eprintln!("no route matches this topic: it would be acked and counted, not stored");
+        say(
+            "WARN",
+            "no route matches this topic: it would be acked and counted, not stored",
+        );
     }
     for record in &records {
         println!("{}", tributary::cli::record_json(record));
@@ -217,6 +247,7 @@ fn embedded_dir(config: &config::Config) -> anyhow::Result<&std::path::Path> {
 }
 
 fn init_tracing(format: LogFormat) {
+    let _ = STDERR_FORMAT.set(format);
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
@@ -234,11 +265,11 @@ fn run(runtime: &tokio::runtime::Runtime, file: &str, config: config::Config) ->
         Ok(()) => ExitCode::SUCCESS,
         Err(app::AppError::Invalid(issues)) => config_error(&ConfigError::invalid(file, issues)),
         Err(e @ app::AppError::Config(_)) => {
-            eprintln!("error: {e}");
+            say("ERROR", &format!("error: {e}"));
             ExitCode::from(EXIT_CONFIG)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            say("ERROR", &format!("error: {e}"));
             ExitCode::from(EXIT_RUNTIME)
         }
     }

@@ -9,6 +9,7 @@
 //! refuses appends made after a failed one until `Sink::resume`, so none overtakes it.
 
 use crate::mqtt::{Acker, Delivery};
+use crate::ops::Metrics;
 use crate::route::Router;
 use crate::sink::{Sink, SinkError};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -28,12 +29,14 @@ pub struct PipelineStats {
     pub retries: u64,
 }
 
-/// Runs until the delivery stream ends and everything received is stored and acked.
+/// Runs until the delivery stream ends and everything received is stored and acked. With
+/// `metrics`, counts unrouted messages (the sink and the ingress count the rest).
 pub async fn run<S: Sink>(
     mut deliveries: mpsc::Receiver<Delivery>,
     router: Arc<Router>,
     sink: S,
     acker: Arc<Acker>,
+    metrics: Option<Arc<Metrics>>,
 ) -> PipelineStats {
     let mut stats = PipelineStats::default();
     let mut inflight = FuturesUnordered::new();
@@ -68,6 +71,9 @@ pub async fn run<S: Sink>(
                 let records = router.route(&delivery.message);
                 if records.is_empty() {
                     stats.unrouted += 1;
+                    if let Some(m) = &metrics {
+                        m.messages_unrouted.inc();
+                    }
                     acker.complete(delivery);
                     continue;
                 }

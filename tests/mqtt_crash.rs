@@ -807,13 +807,14 @@ impl InProcess {
         let partitions = Arc::new(EmbeddedSink::new(log.clone()));
         let router = Arc::new(Router::new(&config, partitions).expect("routes"));
         let (ingress, deliveries) =
-            tributary::mqtt::Ingress::start(&config.mqtt, &router.subscriptions()).unwrap();
+            tributary::mqtt::Ingress::start(&config.mqtt, &router.subscriptions(), None).unwrap();
         let acker = ingress.acker();
         let pipeline = tokio::spawn(tributary::pipeline::run(
             deliveries,
             router,
             sink,
             acker.clone(),
+            None,
         ));
         let mut connected = ingress.connected();
         tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|c| *c))

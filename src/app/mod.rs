@@ -3,8 +3,8 @@
 //! - `prepare`: the checks that need more than one module's rules, the sink
 //!   ([`crate::sink::open`]) and the router on the sink's partition counts; `check`, `route`
 //!   and `run` all go through it, so they never disagree.
-//! - `run`: starts the tasks (ingress, pipeline, Kafka API listener) and drains them in order
-//!   on shutdown.
+//! - `run`: starts the tasks (ingress, pipeline, Kafka API listener, the `http.listen`
+//!   endpoint with its metrics and probes) and drains them in order on shutdown.
 
 mod prepare;
 mod run;

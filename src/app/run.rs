@@ -1,5 +1,8 @@
-//! `tributary run`: opens the sink, starts the ingress and the pipeline, and on shutdown drains
-//! them in order: stop reading, finish and ack what is in flight, disconnect, close the sink.
+//! `tributary run`: opens the sink, starts the ingress, the pipeline and the listeners (Kafka
+//! API, `http.listen`), and on shutdown drains them in order: stop reading, finish and ack what
+//! is in flight, disconnect, stop the listeners, close the sink.
+//!
+//! Metrics cost nothing when nobody can read them: with `http.listen` off nothing is counted.
 
 use super::prepare::{prepare, Access, PrepareError, Prepared};
 use crate::config::{Config, Issue};
@@ -7,6 +10,8 @@ use crate::kafka_api::{KafkaApi, ServerOptions};
 use crate::log::offsets::GroupOffsets;
 use crate::log::Log;
 use crate::mqtt::Ingress;
+use crate::ops::http::{self, Endpoints};
+use crate::ops::{Face, Metrics, Probes, Watch, WatchedSink};
 use crate::pipeline;
 use crate::sink::Sink;
 use std::future::Future;
@@ -35,11 +40,33 @@ pub enum AppError {
     Other(String),
 }
 
-/// Starts the Kafka API listener when `kafka_listener` is set; returns how to stop it.
+/// A listener task and how to stop it.
+struct Server {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(
+        serve: impl FnOnce(CancellationToken) -> F,
+    ) -> Server {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(serve(stop.clone()));
+        Server { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the Kafka API listener when `kafka_listener` is set; returns it and the consumer
+/// groups' offsets it keeps.
 async fn start_kafka_listener(
     config: &Config,
     log: &Arc<Log>,
-) -> Result<Option<(CancellationToken, tokio::task::JoinHandle<()>)>, AppError> {
+) -> Result<Option<(Server, Arc<GroupOffsets>)>, AppError> {
     let embedded = &config.log.embedded;
     let Some(addr) = embedded.kafka_listener else {
         return Ok(None);
@@ -57,12 +84,12 @@ async fn start_kafka_listener(
         advertised: embedded.advertised().map_err(AppError::Config)?,
         ..Default::default()
     };
-    let api = KafkaApi::new(log.clone(), Arc::new(offsets), options);
-    let stop = CancellationToken::new();
+    let offsets = Arc::new(offsets);
+    let api = KafkaApi::new(log.clone(), offsets.clone(), options);
     tracing::info!(%addr, "Kafka API listening");
     Ok(Some((
-        stop.clone(),
-        tokio::spawn(api.serve(listener, stop)),
+        Server::spawn(|stop| api.serve(listener, stop)),
+        offsets,
     )))
 }
 
@@ -80,17 +107,50 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             "the sink was not opened for writing".into(),
         ));
     };
-    let kafka = match sink.embedded_log() {
-        Some(log) => start_kafka_listener(&config, log).await?,
+    // Bound before anything starts, so a port in use stops the start with a clear error.
+    let http_listener = match config.http.listen {
+        Some(addr) => Some(http::bind(addr).await.map_err(AppError::Other)?),
         None => None,
     };
-    let (ingress, deliveries) = Ingress::start(&config.mqtt, &router.subscriptions())?;
+    let (kafka, groups) = match sink.embedded_log() {
+        Some(log) => match start_kafka_listener(&config, log).await? {
+            Some((server, groups)) => (Some(server), Some(groups)),
+            None => (None, None),
+        },
+        None => (None, None),
+    };
+    let watch = http_listener.as_ref().map(|_| Watch {
+        metrics: Arc::new(Metrics::new()),
+        appends: Default::default(),
+    });
+    let log = sink.embedded_log().cloned();
+    let sink = WatchedSink::new(sink, watch.clone());
+    let face = watch.as_ref().map(|w| w.metrics.face(Face::Client));
+    let (ingress, deliveries) = Ingress::start(&config.mqtt, &router.subscriptions(), face)?;
+    let ops = match (http_listener, &watch) {
+        (Some(listener), Some(watch)) => {
+            let addr = listener
+                .local_addr()
+                .map_or_else(|e| e.to_string(), |a| a.to_string());
+            let endpoints = Arc::new(Endpoints {
+                metrics: watch.metrics.clone(),
+                probes: Probes::new(watch.appends.clone())
+                    .face(Face::Client.as_str(), ingress.connected()),
+                log,
+                groups,
+            });
+            tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+            Some(Server::spawn(|stop| http::serve(listener, endpoints, stop)))
+        }
+        _ => None,
+    };
     tracing::info!(backend = ?config.log.backend, routes = router.routes().len(), "tributary running");
     let mut pipeline = tokio::spawn(pipeline::run(
         deliveries,
         router.clone(),
         sink.clone(),
         ingress.acker(),
+        watch.map(|w| w.metrics),
     ));
 
     tokio::select! {
@@ -110,9 +170,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
     ingress.disconnect(Duration::from_secs(5)).await;
-    if let Some((stop, server)) = kafka {
-        stop.cancel();
-        let _ = server.await;
+    // Both hold the log: stopped before it closes.
+    for server in [kafka, ops].into_iter().flatten() {
+        server.stop().await;
     }
     // The router asks the sink for partition counts: let it go so the sink can close.
     drop(router);

@@ -16,6 +16,7 @@ pub use validate::MqttEndpoint;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -30,7 +31,8 @@ pub struct Config {
     pub http: HttpConfig,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` shows whether a password is set, never the password.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MqttConfig {
     pub url: String,
@@ -70,6 +72,34 @@ impl Default for MqttConfig {
             password: None,
             tls: TlsConfig::default(),
         }
+    }
+}
+
+impl fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("url", &self.url)
+            .field("client_id", &self.client_id)
+            .field("version", &self.version)
+            .field("clean_start", &self.clean_start)
+            .field("session_expiry", &self.session_expiry)
+            .field("keep_alive", &self.keep_alive)
+            .field("max_inflight", &self.max_inflight)
+            .field("max_payload", &self.max_payload)
+            .field("shared_group", &self.shared_group)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| Hidden))
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// Stands for a secret in `Debug` output.
+struct Hidden;
+
+impl fmt::Debug for Hidden {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<hidden>")
     }
 }
 
@@ -221,7 +251,8 @@ impl Default for RetentionConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` shows the names of `properties`, never their values.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct KafkaConfig {
     pub bootstrap_servers: String,
@@ -234,6 +265,23 @@ pub struct KafkaConfig {
     /// credentials.
     #[serde(deserialize_with = "scalar::string_map", skip_serializing)]
     pub properties: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let properties: BTreeMap<&str, Hidden> = self
+            .properties
+            .keys()
+            .map(|k| (k.as_str(), Hidden))
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("delivery", &self.delivery)
+            .field("buffer", &self.buffer)
+            .field("create_topics", &self.create_topics)
+            .field("properties", &properties)
+            .finish()
+    }
 }
 
 impl Default for KafkaConfig {
@@ -485,5 +533,26 @@ mod scalar {
             .into_iter()
             .map(|(k, v)| Ok((k, text(v)?)))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let mut config = Config::default();
+        config.mqtt.username = Some("user".into());
+        config.mqtt.password = Some("mqtt-s3cret".into());
+        config
+            .log
+            .kafka
+            .properties
+            .insert("sasl.password".into(), "kafka-s3cret".into());
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("password: Some(<hidden>)"), "{shown}");
+        assert!(shown.contains("\"sasl.password\": <hidden>"), "{shown}");
     }
 }

@@ -114,8 +114,10 @@ impl MqttEndpoint {
     pub fn parse(raw: &str) -> Result<MqttEndpoint, String> {
         let expected =
             "expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], e.g. mqtt://127.0.0.1:1883";
-        let url =
-            url::Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL ({e}); {expected}"))?;
+        // Quoted in errors without any credentials it may hold.
+        let shown = without_userinfo(raw);
+        let url = url::Url::parse(raw)
+            .map_err(|e| format!("{shown:?} is not a URL ({e}); {expected}"))?;
         let (tls, default_port) = match url.scheme() {
             "mqtt" | "tcp" => (false, 1883),
             "mqtts" | "ssl" => (true, 8883),
@@ -124,7 +126,7 @@ impl MqttEndpoint {
         let host = match url.host() {
             Some(url::Host::Ipv6(ip)) => ip.to_string(),
             Some(host) => host.to_string(),
-            None => return Err(format!("{raw:?} has no host; {expected}")),
+            None => return Err(format!("{shown:?} has no host; {expected}")),
         };
         if !url.username().is_empty() || url.password().is_some() {
             return Err("credentials do not belong in the url; set mqtt.username and mqtt.password (TRIBUTARY_MQTT__PASSWORD)".into());
@@ -133,13 +135,26 @@ impl MqttEndpoint {
             || url.query().is_some()
             || url.fragment().is_some()
         {
-            return Err(format!("{raw:?} has a path or query; {expected}"));
+            return Err(format!("{shown:?} has a path or query; {expected}"));
         }
         Ok(MqttEndpoint {
             host,
             port: url.port().unwrap_or(default_port),
             tls,
         })
+    }
+}
+
+/// `raw` with whatever stands before an `@` in its authority (`user:password@`) replaced by
+/// `***@`, so that an error quoting a URL never prints a password.
+fn without_userinfo(raw: &str) -> String {
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return raw.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => raw.to_string(),
     }
 }
 
@@ -279,5 +294,21 @@ mod tests {
             let err = MqttEndpoint::parse(raw).unwrap_err();
             assert!(err.contains(why), "{raw}: {err}");
         }
+    }
+
+    #[test]
+    fn errors_quote_a_url_without_its_credentials() {
+        for (raw, why) in [
+            ("mqtt://u:s3cret@broker:99999", "is not a URL"),
+            ("mqtt://u:s3cret@", "empty host"),
+            ("mqtt://u:s3cret@broker:1 2", "is not a URL"),
+        ] {
+            let err = MqttEndpoint::parse(raw).unwrap_err();
+            assert!(err.contains(why), "{raw}: {err}");
+            assert!(!err.contains("s3cret"), "{raw}: {err}");
+            assert!(err.contains("\"mqtt://***@"), "{raw}: {err}");
+        }
+        assert_eq!(without_userinfo("mqtt://broker/a@b"), "mqtt://broker/a@b");
+        assert_eq!(without_userinfo("not a url"), "not a url");
     }
 }

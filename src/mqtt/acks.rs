@@ -78,6 +78,13 @@ impl AckTracker {
     pub fn inflight(&self) -> usize {
         self.queue.len()
     }
+
+    /// The current connection's number: 0 for the first, one more after each loss. A message
+    /// released while the generation it was received in is still current is acked (or, at
+    /// QoS 0, needs no ack); one from an older generation is not.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
 }
 
 #[cfg(test)]

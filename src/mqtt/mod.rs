@@ -15,11 +15,13 @@ pub mod session;
 
 use crate::config::MqttConfig;
 use crate::message::{Message, Qos};
+use crate::ops::FaceMetrics;
 use crate::route::Subscription;
 use acks::{AckTracker, Token};
 use session::{Client, Session, SessionEvent};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -34,14 +36,23 @@ pub struct Delivery {
 /// Sends acks in arrival order, for the current connection only.
 pub struct Acker {
     state: Mutex<AckState>,
+    metrics: Option<FaceMetrics>,
 }
 
 struct AckState {
     tracker: AckTracker,
     client: Client,
-    /// One pipeline slot per message in the tracker, in arrival order, freed as the tracker
-    /// releases the message: a message stored behind an older one still waiting keeps its slot.
-    permits: VecDeque<OwnedSemaphorePermit>,
+    /// One per message in the tracker, in arrival order, freed as the tracker releases the
+    /// message: a message stored behind an older one still waiting keeps its slot.
+    slots: VecDeque<Slot>,
+}
+
+/// A message's place in the pipeline.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    received: Instant,
+    /// The tracker's generation when it came: acked on release only if still current.
+    generation: u64,
 }
 
 impl Acker {
@@ -51,7 +62,25 @@ impl Acker {
         let before = state.tracker.inflight();
         let acks = state.tracker.completed(delivery.token);
         let released = before - state.tracker.inflight();
-        state.permits.drain(..released);
+        let generation = state.tracker.generation();
+        match &self.metrics {
+            Some(m) if released > 0 => {
+                let now = Instant::now();
+                let mut acked = 0;
+                for slot in state.slots.drain(..released) {
+                    if slot.generation == generation {
+                        acked += 1;
+                        let latency = now.saturating_duration_since(slot.received);
+                        m.ack_latency.observe(latency.as_secs_f64());
+                    }
+                }
+                m.acked.inc_by(acked);
+                m.inflight.sub(released as i64);
+            }
+            _ => {
+                state.slots.drain(..released);
+            }
+        }
         for pkid in acks {
             // Queued under the same lock a lost connection takes, so no ack of an old
             // connection can slip into the next one.
@@ -82,17 +111,20 @@ pub struct Ingress {
 
 impl Ingress {
     /// Starts the session task; returns the ingress and the stream of deliveries.
+    /// With `metrics`, counts what it receives and acks (metrics off: `None`).
     pub fn start(
         config: &MqttConfig,
         subscriptions: &[Subscription],
+        metrics: Option<FaceMetrics>,
     ) -> Result<(Ingress, mpsc::Receiver<Delivery>), session::SessionError> {
         let (client, session) = session::open(config)?;
         let acker = Arc::new(Acker {
             state: Mutex::new(AckState {
                 tracker: AckTracker::new(),
                 client: client.clone(),
-                permits: VecDeque::new(),
+                slots: VecDeque::new(),
             }),
+            metrics: metrics.clone(),
         });
         let capacity = config.max_inflight as usize;
         let (tx, rx) = mpsc::channel(capacity);
@@ -112,6 +144,7 @@ impl Ingress {
             connected: connected_tx,
             stop_reading: stop_reading.clone(),
             url: config.url.clone(),
+            metrics,
         };
         let task = tokio::spawn(poller.run());
         Ok((
@@ -163,9 +196,18 @@ struct Poller {
     connected: watch::Sender<bool>,
     stop_reading: CancellationToken,
     url: String,
+    metrics: Option<FaceMetrics>,
 }
 
 impl Poller {
+    /// Sets the connected flag (and gauge).
+    fn set_connected(&self, up: bool) {
+        self.connected.send_replace(up);
+        if let Some(m) = &self.metrics {
+            m.connected.set(i64::from(up));
+        }
+    }
+
     async fn run(mut self) {
         let mut failures = 0u32;
         let mut last_error = String::new();
@@ -183,7 +225,7 @@ impl Poller {
                 Ok(SessionEvent::Connected { session_present }) => {
                     failures = 0;
                     last_error.clear();
-                    self.connected.send_replace(true);
+                    self.set_connected(true);
                     tracing::info!(url = %self.url, session_present, "MQTT connected");
                     // A persistent session keeps its subscriptions; subscribing again is
                     // harmless and covers a session the broker lost.
@@ -209,6 +251,9 @@ impl Poller {
                             Ok(p) => p,
                             Err(_) => {
                                 qos0_dropped += 1;
+                                if let Some(m) = &self.metrics {
+                                    m.dropped.inc();
+                                }
                                 if qos0_dropped.is_power_of_two() {
                                     tracing::warn!(
                                         qos0_dropped,
@@ -227,17 +272,26 @@ impl Poller {
                     };
                     let token = {
                         let mut state = self.acker.state.lock().unwrap_or_else(|e| e.into_inner());
-                        state.permits.push_back(permit);
+                        let generation = state.tracker.generation();
+                        state.slots.push_back(Slot {
+                            _permit: permit,
+                            received: Instant::now(),
+                            generation,
+                        });
                         state
                             .tracker
                             .received((qos != Qos::AtMostOnce).then_some(pkid))
                     };
+                    if let Some(m) = &self.metrics {
+                        m.received.inc();
+                        m.inflight.inc();
+                    }
                     if deliveries.send(Delivery { message, token }).await.is_err() {
                         self.deliveries = None;
                     }
                 }
                 Ok(SessionEvent::DisconnectSent) => {
-                    self.connected.send_replace(false);
+                    self.set_connected(false);
                     tracing::info!("MQTT disconnected");
                     return;
                 }
@@ -248,7 +302,7 @@ impl Poller {
                         state.tracker.connection_lost();
                         self.session.clean();
                     }
-                    self.connected.send_replace(false);
+                    self.set_connected(false);
                     if error != last_error {
                         tracing::warn!(url = %self.url, error = %error, "MQTT connection lost or refused; retrying with backoff");
                         last_error = error;

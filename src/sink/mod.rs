@@ -102,6 +102,33 @@ impl PartitionCounts for Inspected {
 }
 
 impl SinkError {
+    /// A short, fixed name for why: the `reason` label of `tributary_sink_errors_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SinkError::Unavailable(_) => "unavailable",
+            SinkError::Kafka {
+                permanent: false, ..
+            } => "kafka",
+            SinkError::Kafka {
+                permanent: true, ..
+            } => "kafka_rejected",
+            SinkError::Fenced => "fenced",
+            SinkError::Log(e) => match e {
+                LogError::Io { .. } => "io",
+                LogError::Corrupt { .. } => "corrupt",
+                LogError::Locked { .. } => "locked",
+                LogError::OffsetOutOfRange { .. } => "offset_out_of_range",
+                LogError::NoSuchPartition { .. } => "no_such_partition",
+                LogError::UnknownTopic(_) => "unknown_topic",
+                LogError::InvalidTopic(_) => "invalid_topic",
+                LogError::TooLarge(_) => "too_large",
+                LogError::Closed(_) => "closed",
+                LogError::Undecodable { .. } => "undecodable",
+                LogError::ReadOnly { .. } => "read_only",
+            },
+        }
+    }
+
     /// Whether trying again later may succeed (a full disk, a broker away) rather than never
     /// (a record too large to store).
     pub fn is_retryable(&self) -> bool {
