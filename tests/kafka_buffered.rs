@@ -12,22 +12,38 @@ use support::{Gateway, Mosquitto};
 
 const PARTITIONS: u32 = 4;
 
-/// A gateway bridging `broker` to the Kafka at `bootstrap` through a buffer of `max_bytes`.
+/// A gateway bridging `broker` to the Kafka at `bootstrap` through a buffer of `max_bytes`,
+/// serving its metrics on port `http`.
 fn config(
     broker: &Mosquitto,
     client_id: &str,
     bootstrap: &str,
     topic: &str,
     max_bytes: &str,
+    http: u16,
 ) -> String {
     format!(
         "mqtt: {{ url: \"{}\", client_id: {client_id}, keep_alive: 5s, max_inflight: 500 }}\n\
          log: {{ backend: kafka, embedded: {{ fsync_interval: 2ms }}, kafka: {{ bootstrap_servers: \"{bootstrap}\", delivery: buffered, buffer: {{ dir: DATA_DIR/spool, max_bytes: {max_bytes} }} }} }}\n\
          topics: {{ {topic}: {{ partitions: {PARTITIONS} }} }}\n\
-         http: {{ listen: null }}\n\
+         http: {{ listen: \"127.0.0.1:{http}\" }}\n\
          routes:\n  - {{ name: telemetry, from: \"devices/{{device}}/telemetry\", to: {topic}, key: \"{{device}}\" }}\n",
         broker.url()
     )
+}
+
+/// `tributary_kafka_forward_lag_records{topic}` from the gateway's /metrics.
+fn forward_lag_metric(port: u16, topic: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text).ok()?;
+    let name = format!("tributary_kafka_forward_lag_records{{topic=\"{topic}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&name))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// `tributary topics` on the gateway's buffer: (partition, forwarded, lag) per partition.
@@ -81,7 +97,15 @@ async fn acked_while_kafka_is_down_and_delivered_after_a_crash() {
     kafka.stop();
     let broker = Mosquitto::start();
     let topic = format!("buffered-{}", std::process::id());
-    let mut gw = Gateway::new(&config(&broker, "gw-buffered", &bootstrap, &topic, "1GiB"));
+    let http = support::free_port();
+    let mut gw = Gateway::new(&config(
+        &broker,
+        "gw-buffered",
+        &bootstrap,
+        &topic,
+        "1GiB",
+        http,
+    ));
     gw.start();
 
     // Kafka is down: every message is still taken, stored in the buffer and acked.
@@ -111,6 +135,7 @@ async fn acked_while_kafka_is_down_and_delivered_after_a_crash() {
             == N as u64),
         "the whole buffer waits for Kafka"
     );
+    assert_eq!(forward_lag_metric(http, &topic), Some(N as u64));
 
     // A crash while Kafka is still down, then Kafka comes back, then the gateway.
     gw.kill();
@@ -146,6 +171,7 @@ async fn acked_while_kafka_is_down_and_delivered_after_a_crash() {
         "{:?}",
         forwarded(&gw)
     );
+    assert_eq!(forward_lag_metric(http, &topic), Some(0));
     assert!(gw.terminate().success(), "{}", gw.log());
 }
 
@@ -163,6 +189,7 @@ async fn a_full_buffer_stops_acks_until_kafka_drains_it() {
         &bootstrap,
         &topic,
         "1MiB",
+        support::free_port(),
     ));
     gw.start();
     let publisher = tokio::spawn(publish_paced(broker.port, messages(N), 1, Duration::ZERO));

@@ -383,6 +383,7 @@ async fn readiness_follows_a_hung_and_a_failing_sink() {
         probes: Probes::new(watch.appends.clone()).face("client", ingress.connected()),
         log: Some(log.clone()),
         groups: None,
+        buffer: None,
     });
     let stop = tokio_util::sync::CancellationToken::new();
     let server = tokio::spawn(http::serve(listener, endpoints, stop.clone()));

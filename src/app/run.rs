@@ -124,6 +124,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         appends: Default::default(),
     });
     let log = sink.embedded_log().cloned();
+    let buffer = sink.buffered().cloned();
     let sink = WatchedSink::new(sink, watch.clone());
     let face = watch.as_ref().map(|w| w.metrics.face(Face::Client));
     let (ingress, deliveries) = Ingress::start(&config.mqtt, &router.subscriptions(), face)?;
@@ -138,6 +139,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                     .face(Face::Client.as_str(), ingress.connected()),
                 log,
                 groups,
+                buffer,
             });
             tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
             Some(Server::spawn(|stop| http::serve(listener, endpoints, stop)))

@@ -11,6 +11,7 @@ use super::metrics::Metrics;
 use super::ready::{Probes, Readiness};
 use crate::log::offsets::GroupOffsets;
 use crate::log::Log;
+use crate::sink::buffered::BufferedSink;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,6 +35,8 @@ pub struct Endpoints {
     pub log: Option<Arc<Log>>,
     /// The Kafka listener's consumer groups, for `tributary_consumer_group_lag`.
     pub groups: Option<Arc<GroupOffsets>>,
+    /// The Kafka buffer (`delivery: buffered`), for `tributary_kafka_forward_lag_records`.
+    pub buffer: Option<BufferedSink>,
 }
 
 /// One answer.
@@ -99,9 +102,15 @@ impl Endpoints {
             "/metrics" => Response {
                 status: 200,
                 content_type: METRICS,
-                body: self
-                    .metrics
-                    .render(self.log.as_deref(), self.groups.as_deref()),
+                body: self.metrics.render(
+                    self.log.as_deref(),
+                    self.groups.as_deref(),
+                    &self
+                        .buffer
+                        .as_ref()
+                        .map(BufferedSink::lag)
+                        .unwrap_or_default(),
+                ),
             },
             "/healthz" => Response::text(200, "ok\n"),
             _ => match self.probes.readiness() {
@@ -215,6 +224,7 @@ mod tests {
             probes,
             log: None,
             groups: None,
+            buffer: None,
         };
         (endpoints, tx)
     }

@@ -16,6 +16,7 @@
 use crate::log::offsets::GroupOffsets;
 use crate::log::Log;
 use crate::record::DeadLetterReason;
+use crate::sink::buffered::Lag;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -70,6 +71,7 @@ pub struct Metrics {
     sink_errors: IntCounterVec,
     log_end_offset: IntGaugeVec,
     consumer_group_lag: IntGaugeVec,
+    forward_lag: IntGaugeVec,
     /// One scrape at a time: the scrape-time gauges are cleared and filled again.
     scrape: Mutex<()>,
 }
@@ -191,6 +193,11 @@ impl Metrics {
                 "Kafka listener: records past a consumer group's committed offsets, per group and topic",
                 &["group", "topic"],
             ),
+            forward_lag: gauge_vec(
+                "tributary_kafka_forward_lag_records",
+                "Buffered delivery: records in the local buffer not yet in Kafka, per topic",
+                &["topic"],
+            ),
             registry,
             scrape: Mutex::new(()),
         };
@@ -235,10 +242,25 @@ impl Metrics {
     /// Everything in Prometheus text format, with the scrape-time gauges read now from the
     /// embedded log (`log`) and the Kafka listener's consumer groups (`groups`), where those
     /// run.
-    pub fn render(&self, log: Option<&Log>, groups: Option<&GroupOffsets>) -> String {
+    pub fn render(
+        &self,
+        log: Option<&Log>,
+        groups: Option<&GroupOffsets>,
+        forward: &[Lag],
+    ) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
         self.log_end_offset.reset();
         self.consumer_group_lag.reset();
+        self.forward_lag.reset();
+        let mut behind: std::collections::BTreeMap<&str, u64> = Default::default();
+        for lag in forward {
+            *behind.entry(&lag.topic).or_default() += lag.records();
+        }
+        for (topic, records) in behind {
+            self.forward_lag
+                .with_label_values(&[topic])
+                .set(clamp(records));
+        }
         if let Some(log) = log {
             let topics = log.topics();
             for (topic, partitions) in &topics {
@@ -291,7 +313,7 @@ mod tests {
     #[test]
     fn every_metric_is_exposed_from_the_start() {
         let m = Metrics::new();
-        let text = m.render(None, None);
+        let text = m.render(None, None, &[]);
         for name in [
             "tributary_messages_received_total{face=\"client\"}",
             "tributary_messages_acked_total{face=\"client\"}",
@@ -324,7 +346,7 @@ mod tests {
         m.dead_letters(DeadLetterReason::MissingField).inc();
         m.messages_unrouted.inc();
         m.sink_error("io");
-        let text = m.render(None, None);
+        let text = m.render(None, None, &[]);
         let expect = [
             ("tributary_messages_received_total{face=\"client\"}", 3.0),
             ("tributary_messages_acked_total{face=\"client\"}", 2.0),
@@ -383,7 +405,7 @@ mod tests {
             .unwrap();
 
         let m = Metrics::new();
-        let text = m.render(Some(&log), Some(&groups));
+        let text = m.render(Some(&log), Some(&groups), &[]);
         let expect = [
             ("tributary_log_end_offset{partition=\"0\",topic=\"t\"}", 5.0),
             ("tributary_log_end_offset{partition=\"1\",topic=\"t\"}", 1.0),
@@ -393,7 +415,7 @@ mod tests {
             assert_eq!(sample(&text, name), Some(value), "{name} in\n{text}");
         }
         groups.commit("g", &[("t", 0, 5, "")]).unwrap();
-        let text = m.render(Some(&log), Some(&groups));
+        let text = m.render(Some(&log), Some(&groups), &[]);
         assert_eq!(
             sample(
                 &text,
@@ -410,7 +432,10 @@ mod tests {
         let (a, b) = (Metrics::new(), Metrics::new());
         a.messages_unrouted.inc();
         assert_eq!(
-            sample(&b.render(None, None), "tributary_messages_unrouted_total"),
+            sample(
+                &b.render(None, None, &[]),
+                "tributary_messages_unrouted_total"
+            ),
             Some(0.0)
         );
     }

@@ -237,7 +237,7 @@ mod tests {
         assert_eq!(failure.as_deref(), Some("disk: full"));
         fake.mode.store(2, Ordering::SeqCst);
         sink.append(batch()).await.unwrap_err();
-        let text = m.render(None, None);
+        let text = m.render(None, None, &[]);
         assert!(
             text.contains("tributary_sink_errors_total{reason=\"io\"} 1\n"),
             "{text}"

@@ -113,6 +113,7 @@ impl SinkError {
                 permanent: true, ..
             } => "kafka_rejected",
             SinkError::Fenced => "fenced",
+            SinkError::BufferFull { .. } => "buffer_full",
             SinkError::Log(e) => match e {
                 LogError::Io { .. } => "io",
                 LogError::Corrupt { .. } => "corrupt",
@@ -172,6 +173,14 @@ pub trait Sink: Send + Sync + 'static {
 }
 
 impl AnySink {
+    /// The Kafka buffer of `delivery: buffered`, for its forward lag.
+    pub fn buffered(&self) -> Option<&BufferedSink> {
+        match self {
+            AnySink::Buffered(sink) => Some(sink),
+            _ => None,
+        }
+    }
+
     /// The embedded log, which the Kafka API listener serves.
     pub fn embedded_log(&self) -> Option<&Arc<Log>> {
         match self {
