@@ -39,6 +39,9 @@ enum Command {
     Run,
     /// Validate the config; print routes and broker subscriptions. Exit 2 if invalid.
     Check,
+    /// Validate the config, then have the gateways running with it reload their routes,
+    /// topics and dead-letter topic (sends them SIGHUP). Exit 2 if invalid.
+    Reload,
     /// Dry run: print the records one message would become, one JSON line each.
     Route {
         /// MQTT topic of the message.
@@ -120,7 +123,8 @@ fn main() -> ExitCode {
                 _ => check(&file, &config, &router),
             }
         }
-        Command::Run => return run(&runtime, &file, config),
+        Command::Run => return run(&runtime, &cli.config, config),
+        Command::Reload => reload(&cli.config),
         Command::Topics => {
             let out = &mut std::io::stdout().lock();
             let kafka = &config.log.kafka;
@@ -260,8 +264,41 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn run(runtime: &tokio::runtime::Runtime, file: &str, config: config::Config) -> ExitCode {
-    match runtime.block_on(app::run(config, shutdown_signal())) {
+/// Sends SIGHUP to every gateway running with the config at `path`.
+fn reload(path: &std::path::Path) -> anyhow::Result<()> {
+    let pids = app::reload::running_gateways(path)
+        .with_context(|| format!("looking for gateways running with {}", path.display()))?;
+    if pids.is_empty() {
+        anyhow::bail!(
+            "no `tributary run` with the config {} is running here",
+            path.display()
+        );
+    }
+    for pid in pids {
+        // SAFETY: kill(2) takes a pid and a signal number and touches no memory of ours.
+        if unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) } != 0 {
+            anyhow::bail!(
+                "sending SIGHUP to {pid}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        println!("{}: valid; sent SIGHUP to tributary run (pid {pid}): it reloads routes, topics and dead_letter", path.display());
+    }
+    Ok(())
+}
+
+fn run(
+    runtime: &tokio::runtime::Runtime,
+    path: &std::path::Path,
+    config: config::Config,
+) -> ExitCode {
+    let file = path.display().to_string();
+    let result = runtime.block_on(async {
+        let reloads = app::reload::on_sighup(path.to_path_buf())
+            .map_err(|e| app::AppError::Other(format!("listening for SIGHUP: {e}")))?;
+        app::run(config, shutdown_signal(), reloads, path).await
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(app::AppError::Invalid(issues)) => config_error(&ConfigError::invalid(file, issues)),
         Err(e @ app::AppError::Config(_)) => {

@@ -15,7 +15,7 @@ use crate::sink::{Sink, SinkError};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// What the pipeline did, for the shutdown log line.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -29,15 +29,43 @@ pub struct PipelineStats {
     pub retries: u64,
 }
 
+/// The router messages are routed by, replaced whole when the routes are reloaded: each
+/// message is routed by one router, the one current when it is taken.
+#[derive(Debug, Clone)]
+pub struct LiveRouter(watch::Receiver<Arc<Router>>);
+
+impl LiveRouter {
+    /// A router that `set` replaces.
+    pub fn new(router: Arc<Router>) -> (LiveRouter, watch::Sender<Arc<Router>>) {
+        let (set, current) = watch::channel(router);
+        (LiveRouter(current), set)
+    }
+
+    pub fn current(&self) -> Arc<Router> {
+        self.0.borrow().clone()
+    }
+}
+
+/// A router that never changes.
+impl From<Arc<Router>> for LiveRouter {
+    fn from(router: Arc<Router>) -> Self {
+        let (live, set) = LiveRouter::new(router);
+        // The receiver keeps the last value when the sender goes.
+        drop(set);
+        live
+    }
+}
+
 /// Runs until the delivery stream ends and everything received is stored and acked. With
 /// `metrics`, counts unrouted messages (the sink and the ingress count the rest).
 pub async fn run<S: Sink>(
     mut deliveries: mpsc::Receiver<Delivery>,
-    router: Arc<Router>,
+    router: impl Into<LiveRouter>,
     sink: S,
     acker: Arc<Acker>,
     metrics: Option<Arc<Metrics>>,
 ) -> PipelineStats {
+    let router = router.into();
     let mut stats = PipelineStats::default();
     let mut inflight = FuturesUnordered::new();
     let mut failed: Vec<(u64, Delivery, SinkError)> = Vec::new();
@@ -50,7 +78,7 @@ pub async fn run<S: Sink>(
             failed.sort_by_key(|(seq, _, _)| *seq);
             recover(
                 std::mem::take(&mut failed),
-                &router,
+                &router.current(),
                 &sink,
                 &acker,
                 &mut stats,
@@ -68,7 +96,7 @@ pub async fn run<S: Sink>(
                     continue;
                 };
                 stats.messages += 1;
-                let records = router.route(&delivery.message);
+                let records = router.current().route(&delivery.message);
                 if records.is_empty() {
                     stats.unrouted += 1;
                     if let Some(m) = &metrics {

@@ -109,7 +109,7 @@ pub async fn prepare(config: &Config, access: Access) -> Result<Prepared, Prepar
 /// A topic's partition count is fixed once it exists (keys would move): the config must agree.
 /// In a Kafka cluster the cluster's count wins and the config's only says how to create a
 /// topic, so there a disagreement is logged, not refused.
-fn partition_conflicts(config: &Config, existing: &BTreeMap<String, u32>) -> Vec<Issue> {
+pub(super) fn partition_conflicts(config: &Config, existing: &BTreeMap<String, u32>) -> Vec<Issue> {
     let conflicts = existing
         .iter()
         .filter_map(|(topic, &n)| {

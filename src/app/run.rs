@@ -5,6 +5,7 @@
 //! Metrics cost nothing when nobody can read them: with `http.listen` off nothing is counted.
 
 use super::prepare::{prepare, Access, PrepareError, Prepared};
+use super::reload;
 use crate::config::{Config, Issue};
 use crate::kafka_api::{KafkaApi, ServerOptions};
 use crate::log::offsets::GroupOffsets;
@@ -12,12 +13,14 @@ use crate::log::Log;
 use crate::mqtt::Ingress;
 use crate::ops::http::{self, Endpoints};
 use crate::ops::{Face, Metrics, Probes, Watch, WatchedSink};
-use crate::pipeline;
+use crate::pipeline::{self, LiveRouter};
 use crate::sink::Sink;
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// How long shutdown waits for in-flight messages to be stored and acked.
@@ -93,8 +96,14 @@ async fn start_kafka_listener(
     )))
 }
 
-/// Runs the gateway until `shutdown` resolves, then drains and stops.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+/// Runs the gateway until `shutdown` resolves, then drains and stops. Each config from
+/// `reloads` (see `reload::on_sighup`) replaces the routes, topics and dead-letter topic.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::UnboundedReceiver<Config>,
+    file: &Path,
+) -> Result<(), AppError> {
     // rumqttc's rustls needs a process-wide crypto provider; a second install is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let Prepared { router, sink } = match prepare(&config, Access::Write).await {
@@ -125,6 +134,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     });
     let log = sink.embedded_log().cloned();
     let buffer = sink.buffered().cloned();
+    let backend = sink.clone();
     let sink = WatchedSink::new(sink, watch.clone());
     let face = watch.as_ref().map(|w| w.metrics.face(Face::Client));
     let (ingress, deliveries) = Ingress::start(&config.mqtt, &router.subscriptions(), face)?;
@@ -147,18 +157,42 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         _ => None,
     };
     tracing::info!(backend = ?config.log.backend, routes = router.routes().len(), "tributary running");
+    let (live, set_router) = LiveRouter::new(router.clone());
     let mut pipeline = tokio::spawn(pipeline::run(
         deliveries,
-        router.clone(),
+        live,
         sink.clone(),
         ingress.acker(),
         watch.map(|w| w.metrics),
     ));
 
-    tokio::select! {
-        _ = shutdown => tracing::info!("shutting down: finishing messages in flight"),
-        result = &mut pipeline => {
-            return Err(AppError::Other(format!("pipeline stopped unexpectedly: {result:?}")));
+    let mut current = config;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("shutting down: finishing messages in flight");
+                break;
+            }
+            result = &mut pipeline => {
+                return Err(AppError::Other(format!("pipeline stopped unexpectedly: {result:?}")));
+            }
+            Some(new) = reloads.recv() => {
+                let (applied, restart) = reload::merge(&current, &new);
+                if !restart.is_empty() {
+                    tracing::warn!(settings = ?restart, "these settings need a restart and were not applied");
+                }
+                match reload::router_for(&applied, &backend).await {
+                    Ok(router) => {
+                        let router = Arc::new(router);
+                        ingress.resubscribe(&router.subscriptions());
+                        tracing::info!(routes = router.routes().len(), "reloaded routes, topics and dead_letter");
+                        set_router.send_replace(router);
+                        current = applied;
+                    }
+                    Err(issues) => reload::log_refused(file, issues),
+                }
+            }
         }
     }
     ingress.stop_reading();
@@ -176,8 +210,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     for server in [kafka, ops].into_iter().flatten() {
         server.stop().await;
     }
-    // The router asks the sink for partition counts: let it go so the sink can close.
-    drop(router);
+    // The routers ask the sink for partition counts: let them go so the sink can close.
+    drop((router, set_router));
     sink.close().await?;
     match drained {
         Ok(Ok(_)) => Ok(()),

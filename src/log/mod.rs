@@ -205,6 +205,8 @@ const TOPIC_FILE: &str = "topic.json";
 #[derive(Debug)]
 pub struct Log {
     options: LogOptions,
+    /// The partition counts topics are created with (`options.topics`, then reloads).
+    new_topics: RwLock<TopicsConfig>,
     topics: RwLock<HashMap<String, Arc<[PartitionHandle]>>>,
     tasks: Mutex<Vec<JoinHandle<Result<(), LogError>>>>,
     /// Shared with every writer task: the lock holds until the last of them has stopped.
@@ -255,6 +257,7 @@ impl Log {
             sync_dir(dir)?;
         }
         let log = Log {
+            new_topics: RwLock::new(options.topics.clone()),
             options: options.clone(),
             topics: RwLock::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
@@ -312,7 +315,8 @@ impl Log {
         {
             return Ok(t.clone());
         }
-        self.create(topic, self.options.topics.get(topic).partitions)
+        let partitions = self.configured_partitions(topic);
+        self.create(topic, partitions)
     }
 
     fn create(&self, topic: &str, partitions: u32) -> Result<Arc<[PartitionHandle]>, LogError> {
@@ -410,8 +414,19 @@ impl Log {
             .get(topic)
         {
             Some(partitions) => partitions.len() as u32,
-            None => self.options.topics.get(topic).partitions,
+            None => self.configured_partitions(topic),
         }
+    }
+
+    /// The count a topic not created yet gets, per the config's `topics`.
+    fn configured_partitions(&self, topic: &str) -> u32 {
+        let topics = self.new_topics.read().unwrap_or_else(|e| e.into_inner());
+        topics.get(topic).partitions
+    }
+
+    /// Takes a reloaded config's `topics`: the counts of topics created from now on.
+    pub fn set_topics(&self, topics: &TopicsConfig) {
+        *self.new_topics.write().unwrap_or_else(|e| e.into_inner()) = topics.clone();
     }
 
     /// The partition count of `topic` if it exists.

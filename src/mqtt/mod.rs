@@ -107,6 +107,9 @@ pub struct Ingress {
     stop_reading: CancellationToken,
     task: JoinHandle<()>,
     connected: watch::Receiver<bool>,
+    /// The broker filters to hold; the poller subscribes and unsubscribes as they change.
+    filters: watch::Sender<Vec<(String, Qos)>>,
+    shared_group: Option<String>,
 }
 
 impl Ingress {
@@ -128,10 +131,7 @@ impl Ingress {
         });
         let capacity = config.max_inflight as usize;
         let (tx, rx) = mpsc::channel(capacity);
-        let filters: Vec<(String, Qos)> = subscriptions
-            .iter()
-            .map(|s| (config.broker_filter(&s.filter), s.qos))
-            .collect();
+        let (filters_tx, filters) = watch::channel(broker_filters(config, subscriptions));
         let (connected_tx, connected) = watch::channel(false);
         let stop_reading = CancellationToken::new();
         let poller = Poller {
@@ -140,6 +140,8 @@ impl Ingress {
             acker: acker.clone(),
             deliveries: Some(tx),
             permits: Arc::new(Semaphore::new(capacity)),
+            held: Vec::new(),
+            subscribed: Vec::new(),
             filters,
             connected: connected_tx,
             stop_reading: stop_reading.clone(),
@@ -154,9 +156,22 @@ impl Ingress {
                 stop_reading,
                 task,
                 connected,
+                filters: filters_tx,
+                shared_group: config.shared_group.clone(),
             },
             rx,
         ))
+    }
+
+    /// Holds `subscriptions` from now on: the new filters are subscribed before the ones no
+    /// longer wanted are unsubscribed, on the live session, and after every reconnect.
+    pub fn resubscribe(&self, subscriptions: &[Subscription]) {
+        let config = MqttConfig {
+            shared_group: self.shared_group.clone(),
+            ..MqttConfig::default()
+        };
+        self.filters
+            .send_replace(broker_filters(&config, subscriptions));
     }
 
     pub fn acker(&self) -> Arc<Acker> {
@@ -186,13 +201,25 @@ impl Ingress {
     }
 }
 
+/// The filters as sent to the broker (with the shared-subscription prefix).
+fn broker_filters(config: &MqttConfig, subscriptions: &[Subscription]) -> Vec<(String, Qos)> {
+    subscriptions
+        .iter()
+        .map(|s| (config.broker_filter(&s.filter), s.qos))
+        .collect()
+}
+
 struct Poller {
     session: Session,
     client: Client,
     acker: Arc<Acker>,
     deliveries: Option<mpsc::Sender<Delivery>>,
     permits: Arc<Semaphore>,
-    filters: Vec<(String, Qos)>,
+    filters: watch::Receiver<Vec<(String, Qos)>>,
+    /// What the last SUBSCRIBE asked for, to name refused filters.
+    subscribed: Vec<(String, Qos)>,
+    /// The filters held now.
+    held: Vec<(String, Qos)>,
     connected: watch::Sender<bool>,
     stop_reading: CancellationToken,
     url: String,
@@ -200,6 +227,44 @@ struct Poller {
 }
 
 impl Poller {
+    fn subscribe(&mut self, filters: Vec<(String, Qos)>) {
+        if filters.is_empty() {
+            return;
+        }
+        if let Err(e) = self.client.try_subscribe(&filters) {
+            tracing::error!(error = %e, "could not subscribe");
+        }
+        self.subscribed = filters;
+    }
+
+    /// The routes changed: subscribe what is new (first, so nothing wanted by both is missed),
+    /// then unsubscribe what is no longer wanted. A filter whose QoS changed is subscribed
+    /// again, which replaces it.
+    fn change_subscriptions(&mut self) {
+        let wanted = self.filters.borrow_and_update().clone();
+        let added: Vec<(String, Qos)> = wanted
+            .iter()
+            .filter(|f| !self.held.contains(f))
+            .cloned()
+            .collect();
+        let removed: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(f, _)| !wanted.iter().any(|(w, _)| w == f))
+            .map(|(f, _)| f.clone())
+            .collect();
+        if !added.is_empty() || !removed.is_empty() {
+            tracing::info!(?added, ?removed, "changing subscriptions");
+        }
+        self.subscribe(added);
+        if !removed.is_empty() {
+            if let Err(e) = self.client.try_unsubscribe(&removed) {
+                tracing::error!(error = %e, "could not unsubscribe");
+            }
+        }
+        self.held = wanted;
+    }
+
     /// Sets the connected flag (and gauge).
     fn set_connected(&self, up: bool) {
         self.connected.send_replace(up);
@@ -218,6 +283,12 @@ impl Poller {
             }
             let event = tokio::select! {
                 event = self.session.poll() => event,
+                changed = self.filters.changed() => {
+                    if changed.is_ok() {
+                        self.change_subscriptions();
+                    }
+                    continue;
+                }
                 // Wake to drop the delivery stream promptly when told to stop reading.
                 _ = self.stop_reading.cancelled(), if self.deliveries.is_some() => continue,
             };
@@ -229,13 +300,12 @@ impl Poller {
                     tracing::info!(url = %self.url, session_present, "MQTT connected");
                     // A persistent session keeps its subscriptions; subscribing again is
                     // harmless and covers a session the broker lost.
-                    if let Err(e) = self.client.try_subscribe(&self.filters) {
-                        tracing::error!(error = %e, "could not subscribe");
-                    }
+                    self.held = self.filters.borrow().clone();
+                    self.subscribe(self.held.clone());
                 }
                 Ok(SessionEvent::Subscribed { refused }) => {
                     for i in refused {
-                        let filter = self.filters.get(i).map_or("?", |f| f.0.as_str());
+                        let filter = self.subscribed.get(i).map_or("?", |f| f.0.as_str());
                         tracing::error!(filter, "the broker refused the subscription (not authorized, or an invalid filter)");
                     }
                 }

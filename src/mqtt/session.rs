@@ -182,6 +182,18 @@ impl Client {
         result.map_err(SessionError::Client)
     }
 
+    /// Queues an UNSUBSCRIBE for each of `filters` (broker filters).
+    pub fn try_unsubscribe(&self, filters: &[String]) -> Result<(), SessionError> {
+        for filter in filters {
+            let result = match self {
+                Client::V5(c) => c.try_unsubscribe(filter.clone()).map_err(|e| e.to_string()),
+                Client::V3(c) => c.try_unsubscribe(filter.clone()).map_err(|e| e.to_string()),
+            };
+            result.map_err(SessionError::Client)?;
+        }
+        Ok(())
+    }
+
     pub fn try_disconnect(&self) -> Result<(), SessionError> {
         let result = match self {
             Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),

@@ -170,7 +170,8 @@ impl std::fmt::Debug for KafkaSink {
 struct Shared {
     /// Partition counts Kafka reported; a topic not here gets `topics`' count.
     known: RwLock<HashMap<String, u32>>,
-    topics: TopicsConfig,
+    /// The configured counts, for topics Kafka does not have (reloads replace them).
+    topics: RwLock<TopicsConfig>,
     /// Set when an append failed: later ones fail at once until `resume`, so none is stored
     /// ahead of one that will be retried.
     fenced: AtomicBool,
@@ -183,6 +184,11 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .get(topic)
             .copied()
+    }
+
+    fn configured(&self, topic: &str) -> u32 {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics.get(topic).partitions
     }
 
     fn learn(&self, topic: &str, partitions: u32) {
@@ -218,7 +224,7 @@ impl KafkaSink {
             client.create().map_err(|e| permanent(&e))?;
         let shared = Arc::new(Shared {
             known: RwLock::new(HashMap::new()),
-            topics: topics.clone(),
+            topics: RwLock::new(topics.clone()),
             fenced: AtomicBool::new(false),
         });
         let submitter = Submitter {
@@ -245,6 +251,15 @@ impl KafkaSink {
 }
 
 impl KafkaSink {
+    /// Takes a reloaded config's `topics`: the counts of topics created from now on.
+    pub fn set_topics(&self, topics: &TopicsConfig) {
+        *self
+            .shared
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = topics.clone();
+    }
+
     /// `topic`'s partition count in Kafka, creating the topic when it is missing and
     /// `create_topics` allows (the forwarder of buffered delivery asks before it produces).
     pub async fn topic_partitions(&self, topic: &str) -> Result<u32, SinkError> {
@@ -265,7 +280,7 @@ impl PartitionCounts for KafkaSink {
     fn partitions(&self, topic: &str) -> u32 {
         self.shared
             .known(topic)
-            .unwrap_or_else(|| self.shared.topics.get(topic).partitions)
+            .unwrap_or_else(|| self.shared.configured(topic))
     }
 }
 
@@ -397,7 +412,7 @@ impl Submitter {
         if let Some(known) = self.shared.known(topic) {
             return Ok(known);
         }
-        let assumed = self.shared.topics.get(topic).partitions;
+        let assumed = self.shared.configured(topic);
         let real = self.learn(topic).await?;
         if real != assumed {
             tracing::warn!(
@@ -422,7 +437,7 @@ impl Submitter {
         if let Some(known) = self.shared.known(topic) {
             return Ok(known);
         }
-        let assumed = self.shared.topics.get(topic).partitions;
+        let assumed = self.shared.configured(topic);
         let real = match self.create_topics {
             true => {
                 self.create(topic, assumed).await?;

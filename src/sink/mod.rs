@@ -173,6 +173,15 @@ pub trait Sink: Send + Sync + 'static {
 }
 
 impl AnySink {
+    /// Takes a reloaded config's `topics`: the partition counts of topics created from now on.
+    pub fn set_topics(&self, topics: &TopicsConfig) {
+        match self {
+            AnySink::Embedded(sink) => sink.log().set_topics(topics),
+            AnySink::Kafka(sink) => sink.set_topics(topics),
+            AnySink::Buffered(sink) => sink.set_topics(topics),
+        }
+    }
+
     /// The Kafka buffer of `delivery: buffered`, for its forward lag.
     pub fn buffered(&self) -> Option<&BufferedSink> {
         match self {

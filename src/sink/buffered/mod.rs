@@ -159,6 +159,12 @@ impl BufferedSink {
         lags
     }
 
+    /// Takes a reloaded config's `topics`, for the buffer and Kafka alike.
+    pub fn set_topics(&self, topics: &crate::config::TopicsConfig) {
+        self.local.log().set_topics(topics);
+        self.kafka.set_topics(topics);
+    }
+
     /// The buffer's bytes on disk.
     pub fn buffered_bytes(&self) -> u64 {
         self.local.log().size_bytes()
