@@ -381,7 +381,7 @@ fn main() {
         }
         // Metrics off and on, alternated so that drift on a shared machine hits both alike; the
         // gateway's CPU time per message is the steadier figure of the two.
-        const ROUNDS: usize = 3;
+        const ROUNDS: usize = 5;
         const COUNT: usize = 300_000;
         println!("metrics off (http.listen null) vs on (scraped every second): {COUNT} messages, {ROUNDS} rounds alternated");
         let (mut off, mut on) = (Vec::new(), Vec::new());

@@ -50,7 +50,8 @@ struct AckState {
 /// A message's place in the pipeline.
 struct Slot {
     _permit: OwnedSemaphorePermit,
-    received: Instant,
+    /// When it came, with metrics on (for the ack latency).
+    received: Option<Instant>,
     /// The tracker's generation when it came: acked on release only if still current.
     generation: u64,
 }
@@ -70,8 +71,10 @@ impl Acker {
                 for slot in state.slots.drain(..released) {
                     if slot.generation == generation {
                         acked += 1;
-                        let latency = now.saturating_duration_since(slot.received);
-                        m.ack_latency.observe(latency.as_secs_f64());
+                        if let Some(received) = slot.received {
+                            let latency = now.saturating_duration_since(received);
+                            m.ack_latency.observe(latency.as_secs_f64());
+                        }
                     }
                 }
                 m.acked.inc_by(acked);
@@ -340,12 +343,13 @@ impl Poller {
                             Err(_) => return,
                         },
                     };
+                    let received = self.metrics.is_some().then(Instant::now);
                     let token = {
                         let mut state = self.acker.state.lock().unwrap_or_else(|e| e.into_inner());
                         let generation = state.tracker.generation();
                         state.slots.push_back(Slot {
                             _permit: permit,
-                            received: Instant::now(),
+                            received,
                             generation,
                         });
                         state
