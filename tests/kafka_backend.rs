@@ -64,6 +64,33 @@ async fn end_to_end_into_kafka_across_two_sigkills() {
         &topic,
     ));
     gw.start();
+    // The route's topic and the dead-letter topic are made at start, before any message.
+    let (bootstrap, t) = (kafka.bootstrap(), topic.clone());
+    let counts = tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .unwrap();
+        let metadata = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .unwrap();
+        [t.as_str(), "tributary.dead-letter"].map(|name| {
+            metadata
+                .topics()
+                .iter()
+                .find(|m| m.name() == name)
+                .map(|m| m.partitions().len())
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        counts[0],
+        Some(PARTITIONS as usize),
+        "{topic} made at start"
+    );
+    assert!(counts[1].is_some(), "the dead-letter topic made at start");
     let port = broker.port;
     // A steady stream, so each kill lands with messages in flight.
     let messages = messages(N);

@@ -348,7 +348,7 @@ impl Backend for Kafka {
         config
             .properties
             .insert("message.max.bytes".into(), "2000000".into());
-        KafkaSink::open(&config, &topics(&self.topic("three")))
+        KafkaSink::open(&config, &topics(&self.topic("three")), &[])
             .await
             .unwrap()
     }

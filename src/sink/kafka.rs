@@ -215,7 +215,13 @@ enum Command {
 impl KafkaSink {
     /// Creates the producer and learns the cluster's topics. Kafka need not be up: the sink
     /// starts anyway and its appends fail (retryably) until Kafka answers.
-    pub async fn open(config: &KafkaConfig, topics: &TopicsConfig) -> Result<KafkaSink, SinkError> {
+    /// The topics of `at_start` (those the routes name literally, and the dead-letter topic)
+    /// are created now when missing and `create_topics` allows, if Kafka answers.
+    pub async fn open(
+        config: &KafkaConfig,
+        topics: &TopicsConfig,
+        at_start: &[String],
+    ) -> Result<KafkaSink, SinkError> {
         let client = client_config(config);
         let producer = client
             .create_with_context(LogContext::default())
@@ -227,7 +233,7 @@ impl KafkaSink {
             topics: RwLock::new(topics.clone()),
             fenced: AtomicBool::new(false),
         });
-        let submitter = Submitter {
+        let mut submitter = Submitter {
             client,
             producer,
             admin,
@@ -238,6 +244,11 @@ impl KafkaSink {
             Ok(counts) => {
                 for (topic, n) in counts {
                     shared.learn(&topic, n);
+                }
+                for topic in at_start {
+                    if let Err(e) = submitter.learn(topic).await {
+                        tracing::warn!(topic, error = %e, "could not make the topic at start; trying again when a record goes to it");
+                    }
                 }
             }
             Err(e) => {

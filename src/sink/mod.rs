@@ -59,12 +59,27 @@ pub async fn open(config: &Config) -> Result<AnySink, SinkError> {
             Ok(AnySink::Embedded(EmbeddedSink::new(Arc::new(opened))))
         }
         (Backend::Kafka, KafkaDelivery::Direct) => Ok(AnySink::Kafka(
-            KafkaSink::open(&log.kafka, &config.topics).await?,
+            KafkaSink::open(&log.kafka, &config.topics, &literal_topics(config)).await?,
         )),
         (Backend::Kafka, KafkaDelivery::Buffered) => {
             Ok(AnySink::Buffered(BufferedSink::open(config).await?))
         }
     }
+}
+
+/// The topics a config names outright: each route's `to` without a template, and the
+/// dead-letter topic. A Kafka cluster gets them at start.
+pub fn literal_topics(config: &Config) -> Vec<String> {
+    let mut topics: Vec<String> = config
+        .routes
+        .iter()
+        .map(|r| r.to.clone())
+        .filter(|to| !to.contains('{'))
+        .chain(std::iter::once(config.dead_letter.topic.clone()))
+        .collect();
+    topics.sort();
+    topics.dedup();
+    topics
 }
 
 /// The topics the configured backend holds, read without opening it for writing (no lock, no

@@ -88,7 +88,8 @@ impl BufferedSink {
             topics: config.topics.clone(),
         };
         let log = Arc::new(Log::open(options).await?);
-        let kafka = KafkaSink::open(kafka_config, &config.topics).await?;
+        let kafka =
+            KafkaSink::open(kafka_config, &config.topics, &super::literal_topics(config)).await?;
         let sink = BufferedSink {
             local: EmbeddedSink::new(log.clone()),
             kafka,
