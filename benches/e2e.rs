@@ -10,12 +10,12 @@
 //!
 //! `cargo bench --bench e2e` (needs `mosquitto` on the PATH).
 
+#[path = "common/load.rs"]
+mod load;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use load::{bare_subscriber, now_us, publish, PUBLISHERS, TOPICS};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,113 +31,6 @@ use tributary::sink::embedded::EmbeddedSink;
 use tributary::sink::{Sink, SinkError};
 
 const MESSAGES: usize = 100_000;
-const TOPICS: usize = 100;
-const PUBLISHERS: usize = 4;
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
-
-/// A 100-byte payload starting with the publish time in microseconds.
-fn payload(seq: usize) -> Vec<u8> {
-    let mut p = format!("{:020}:{seq:010}:", now_us()).into_bytes();
-    p.resize(100, b'x');
-    p
-}
-
-/// Publishes `count` QoS 1 messages over `PUBLISHERS` connections, at most `rate` per second
-/// overall (`None`: as fast as the broker acks). Returns when every one is acked.
-async fn publish(port: u16, count: usize, rate: Option<u64>) {
-    let mut tasks = Vec::new();
-    for p in 0..PUBLISHERS {
-        tasks.push(tokio::spawn(async move {
-            let mut options =
-                MqttOptions::new(format!("bench-pub-{p}-{}", now_us()), "127.0.0.1", port);
-            options.set_outgoing_inflight_upper_limit(500);
-            let (client, mut eventloop) = AsyncClient::new(options, 1000);
-            let mine = (p..count).step_by(PUBLISHERS).count();
-            let sender = tokio::spawn(async move {
-                let start = Instant::now();
-                for (i, seq) in (p..count).step_by(PUBLISHERS).enumerate() {
-                    if let Some(rate) = rate {
-                        let due = start
-                            + Duration::from_secs_f64(i as f64 * PUBLISHERS as f64 / rate as f64);
-                        tokio::time::sleep_until(due.into()).await;
-                    }
-                    client
-                        .publish(
-                            format!("devices/d{}/telemetry", seq % TOPICS),
-                            QoS::AtLeastOnce,
-                            false,
-                            payload(seq),
-                        )
-                        .await
-                        .unwrap();
-                }
-                client
-            });
-            let mut acked = 0;
-            while acked < mine {
-                if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
-                    acked += 1;
-                }
-            }
-            let client = sender.await.unwrap();
-            let _ = client.disconnect().await;
-            let _ = tokio::time::timeout(Duration::from_millis(100), eventloop.poll()).await;
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-}
-
-/// The bare subscriber: QoS 1, rumqttc acks each message as it is read. Returns messages/s
-/// from the first publish to the last message received. It runs on a thread and runtime of
-/// its own, as Tributary runs in a process of its own, so the publishers do not share its
-/// runtime.
-async fn bare_subscriber(broker: &Mosquitto) -> f64 {
-    let port = broker.port;
-    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
-    let subscriber = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let mut options = MqttOptions::new("bench-bare", "127.0.0.1", port);
-            options.set_receive_maximum(Some(1024));
-            let (client, mut eventloop) = AsyncClient::new(options, 1000);
-            client
-                .subscribe("devices/+/telemetry", QoS::AtLeastOnce)
-                .await
-                .unwrap();
-            loop {
-                if let Event::Incoming(Packet::SubAck(_)) = eventloop.poll().await.unwrap() {
-                    break;
-                }
-            }
-            let _ = subscribed_tx.send(Instant::now());
-            let mut got = 0;
-            while got < MESSAGES {
-                if let Event::Incoming(Packet::Publish(_)) = eventloop.poll().await.unwrap() {
-                    got += 1;
-                }
-            }
-            Instant::now()
-        })
-    });
-    let start = subscribed.await.unwrap();
-    let publisher = tokio::spawn(publish(port, MESSAGES, None));
-    let end = tokio::task::spawn_blocking(move || subscriber.join().unwrap())
-        .await
-        .unwrap();
-    publisher.await.unwrap();
-    MESSAGES as f64 / (end - start).as_secs_f64()
-}
 
 fn stored(dir: &std::path::Path) -> u64 {
     LogReader::open(dir)
@@ -366,7 +259,7 @@ fn main() {
     runtime.block_on(async {
         println!("end to end: {MESSAGES} QoS 1 messages, 100 bytes, {TOPICS} topics, {PUBLISHERS} publishers; fsync interval 5ms");
         let broker = Mosquitto::start();
-        let bare = bare_subscriber(&broker).await;
+        let bare = bare_subscriber(broker.port, MESSAGES).await;
         let Run {
             rate: tributary,
             rss_kib,

@@ -14,18 +14,19 @@
 //! `cargo bench --bench kafka` (needs `mosquitto`, Java 17 and the Kafka jars: `scripts/test`
 //! installs them).
 
+#[path = "common/load.rs"]
+mod load;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use load::{bare_subscriber, publish, PUBLISHERS, TOPICS};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use rumqttc::v5::mqttbytes::v5::Packet;
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::kafka::KafkaBroker;
+use support::kafka_read::high_watermarks;
 use support::{Gateway, Mosquitto};
 use tributary::config::{Backend, Config, KafkaDelivery};
 use tributary::record::Record;
@@ -33,102 +34,14 @@ use tributary::sink::buffered::BufferedSink;
 use tributary::sink::Sink;
 
 const MESSAGES: usize = 100_000;
-const TOPICS: usize = 100;
-const PUBLISHERS: usize = 4;
 const PARTITIONS: u32 = 12;
 const BACKLOG: usize = 1_000_000;
 
+/// A 100-byte payload.
 fn payload(seq: usize) -> Vec<u8> {
     let mut p = format!("{seq:010}:").into_bytes();
     p.resize(100, b'x');
     p
-}
-
-/// Publishes `count` QoS 1 messages over `PUBLISHERS` connections as fast as the broker acks.
-async fn publish(port: u16, count: usize, tag: String) {
-    let mut tasks = Vec::new();
-    for p in 0..PUBLISHERS {
-        let id = format!("bench-kafka-pub-{tag}-{p}");
-        tasks.push(tokio::spawn(async move {
-            let mut options = MqttOptions::new(id, "127.0.0.1", port);
-            options.set_outgoing_inflight_upper_limit(500);
-            let (client, mut eventloop) = AsyncClient::new(options, 1000);
-            let mine: Vec<usize> = (p..count).step_by(PUBLISHERS).collect();
-            let total = mine.len();
-            let sender = tokio::spawn(async move {
-                for seq in mine {
-                    let topic = format!("devices/d{}/telemetry", seq % TOPICS);
-                    client
-                        .publish(topic, QoS::AtLeastOnce, false, payload(seq))
-                        .await
-                        .unwrap();
-                }
-                client
-            });
-            let mut acked = 0;
-            while acked < total {
-                if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.unwrap() {
-                    acked += 1;
-                }
-            }
-            let _ = sender.await.unwrap().disconnect().await;
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-}
-
-/// A rumqttc subscriber that acks and discards: messages/s.
-async fn bare_subscriber(broker: &Mosquitto) -> f64 {
-    let port = broker.port;
-    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
-    let subscriber = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let mut options = MqttOptions::new("bench-kafka-bare", "127.0.0.1", port);
-            options.set_receive_maximum(Some(1024));
-            let (client, mut eventloop) = AsyncClient::new(options, 1000);
-            client
-                .subscribe("devices/+/telemetry", QoS::AtLeastOnce)
-                .await
-                .unwrap();
-            loop {
-                if let Event::Incoming(Packet::SubAck(_)) = eventloop.poll().await.unwrap() {
-                    break;
-                }
-            }
-            let _ = subscribed_tx.send(Instant::now());
-            let mut got = 0;
-            while got < MESSAGES {
-                if let Event::Incoming(Packet::Publish(_)) = eventloop.poll().await.unwrap() {
-                    got += 1;
-                }
-            }
-            Instant::now()
-        })
-    });
-    let start = subscribed.await.unwrap();
-    let publisher = tokio::spawn(publish(port, MESSAGES, "bare".into()));
-    let end = tokio::task::spawn_blocking(move || subscriber.join().unwrap())
-        .await
-        .unwrap();
-    publisher.await.unwrap();
-    MESSAGES as f64 / (end - start).as_secs_f64()
-}
-
-/// Records in `topic` now: the sum of its partitions' high watermarks.
-fn in_kafka(consumer: &BaseConsumer, topic: &str) -> i64 {
-    (0..PARTITIONS as i32)
-        .map(|p| {
-            consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(5))
-                .map_or(0, |(_, high)| high)
-        })
-        .sum()
 }
 
 /// Records in the buffer dir so far (each partition's end offset: shipped segments go, the end
@@ -164,13 +77,13 @@ async fn tributary_binary(
         .create()
         .unwrap();
     let start = Instant::now();
-    let publisher = tokio::spawn(publish(broker.port, MESSAGES, delivery.to_string()));
+    let publisher = tokio::spawn(publish(broker.port, MESSAGES, None));
     let data = gw.data_dir();
     let buffered_mode = delivery == "buffered";
     let waiter = tokio::task::spawn_blocking(move || {
         let mut acked_at = None;
         loop {
-            let in_kafka = in_kafka(&consumer, &topic) >= MESSAGES as i64;
+            let in_kafka = high_watermarks(&consumer, &topic, PARTITIONS) >= MESSAGES as i64;
             if acked_at.is_none()
                 && (in_kafka || (buffered_mode && buffered(&data) >= MESSAGES as u64))
             {
@@ -291,7 +204,7 @@ fn main() {
             ("auto.create.topics.enable", "true"),
         ]);
         let broker = Mosquitto::start();
-        let bare = bare_subscriber(&broker).await;
+        let bare = bare_subscriber(broker.port, MESSAGES).await;
         let raw = raw_rdkafka(&kafka, MESSAGES).await;
         let (direct, _, direct_rss) = tributary_binary(&broker, &kafka, "direct").await;
         let (buffered_acked, buffered_delivered, buffered_rss) =

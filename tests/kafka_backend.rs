@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 use support::kafka::KafkaBroker;
-use support::kafka_read::{in_kafka, messages, publish_paced, read_topic, tally, Read};
+use support::kafka_read::{in_kafka, messages, publish_paced, read_and_count, Read};
 use support::{Gateway, Mosquitto};
 use tributary::route::partition::partition_for_key;
 
@@ -108,20 +108,14 @@ async fn end_to_end_into_kafka_across_two_sigkills() {
         gw.start();
     }
     publisher.await.unwrap();
-    let bootstrap = kafka.bootstrap();
-    let records = tokio::task::spawn_blocking(move || {
-        read_topic(&bootstrap, &topic, PARTITIONS, N, Duration::from_secs(90))
-    })
-    .await
-    .unwrap();
-    let t = tally(&records, N);
-    println!(
-        "two SIGKILLs: {} records; lost {}; duplicates {}; order violations {}",
-        records.len(),
-        t.lost.len(),
-        t.duplicates,
-        t.disorder
-    );
+    let (records, t) = read_and_count(
+        kafka.bootstrap(),
+        topic.clone(),
+        PARTITIONS,
+        N,
+        "two SIGKILLs",
+    )
+    .await;
     assert_eq!(t.lost, Vec::<usize>::new(), "lost:\n{}", gw.log());
     assert_eq!(t.disorder, 0);
     check_shape(&records, started_ms);
@@ -156,21 +150,14 @@ async fn a_kafka_outage_of_ten_seconds_loses_nothing() {
     kafka.start_again();
     println!("Kafka started again");
     publisher.await.unwrap();
-    let bootstrap = kafka.bootstrap();
-    let reader = topic.clone();
-    let records = tokio::task::spawn_blocking(move || {
-        read_topic(&bootstrap, &reader, PARTITIONS, N, Duration::from_secs(120))
-    })
-    .await
-    .unwrap();
-    let t = tally(&records, N);
-    println!(
-        "10 s outage: {} records; lost {}; duplicates {}; order violations {}",
-        records.len(),
-        t.lost.len(),
-        t.duplicates,
-        t.disorder
-    );
+    let (records, t) = read_and_count(
+        kafka.bootstrap(),
+        topic.clone(),
+        PARTITIONS,
+        N,
+        "10 s outage",
+    )
+    .await;
     assert_eq!(t.lost, Vec::<usize>::new(), "lost:\n{}", gw.log());
     assert_eq!(t.disorder, 0, "per-key order");
     check_shape(&records, started_ms);

@@ -7,7 +7,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 use support::kafka::KafkaBroker;
-use support::kafka_read::{messages, publish_paced, read_topic, tally};
+use support::kafka_read::{messages, publish_paced, read_and_count};
 use support::{Gateway, Mosquitto};
 
 const PARTITIONS: u32 = 4;
@@ -141,20 +141,14 @@ async fn acked_while_kafka_is_down_and_delivered_after_a_crash() {
     gw.kill();
     kafka.start_again();
     gw.start();
-    let records = tokio::task::spawn_blocking({
-        let (bootstrap, topic) = (kafka.bootstrap(), topic.clone());
-        move || read_topic(&bootstrap, &topic, PARTITIONS, N, Duration::from_secs(120))
-    })
-    .await
-    .unwrap();
-    let t = tally(&records, N);
-    println!(
-        "buffered across a crash and an outage: {} records; lost {}; duplicates {}; order violations {}",
-        records.len(),
-        t.lost.len(),
-        t.duplicates,
-        t.disorder
-    );
+    let (records, t) = read_and_count(
+        kafka.bootstrap(),
+        topic.clone(),
+        PARTITIONS,
+        N,
+        "buffered across a crash and an outage",
+    )
+    .await;
     assert_eq!(t.lost, Vec::<usize>::new(), "{}", gw.log());
     assert_eq!(t.disorder, 0);
     for r in &records {
@@ -218,20 +212,14 @@ async fn a_full_buffer_stops_acks_until_kafka_drains_it() {
 
     kafka.start_again();
     publisher.await.unwrap();
-    let records = tokio::task::spawn_blocking({
-        let (bootstrap, topic) = (kafka.bootstrap(), topic.clone());
-        move || read_topic(&bootstrap, &topic, PARTITIONS, N, Duration::from_secs(120))
-    })
-    .await
-    .unwrap();
-    let t = tally(&records, N);
-    println!(
-        "full buffer drained: {} records; lost {}; duplicates {}; order violations {}",
-        records.len(),
-        t.lost.len(),
-        t.duplicates,
-        t.disorder
-    );
+    let (_, t) = read_and_count(
+        kafka.bootstrap(),
+        topic.clone(),
+        PARTITIONS,
+        N,
+        "full buffer drained",
+    )
+    .await;
     assert_eq!(t.lost, Vec::<usize>::new(), "{}", gw.log());
     assert_eq!(t.disorder, 0);
     assert!(gw.terminate().success(), "{}", gw.log());

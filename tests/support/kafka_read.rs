@@ -111,6 +111,11 @@ pub fn in_kafka(bootstrap: &str, topic: &str, partitions: u32) -> i64 {
         .set("bootstrap.servers", bootstrap)
         .create()
         .unwrap();
+    high_watermarks(&consumer, topic, partitions)
+}
+
+/// As [`in_kafka`], through a consumer the caller keeps (for polling).
+pub fn high_watermarks(consumer: &BaseConsumer, topic: &str, partitions: u32) -> i64 {
     (0..partitions as i32)
         .map(|p| {
             consumer
@@ -118,6 +123,31 @@ pub fn in_kafka(bootstrap: &str, topic: &str, partitions: u32) -> i64 {
                 .map_or(0, |(_, high)| high)
         })
         .sum()
+}
+
+/// Reads `topic` (as [`read_topic`], off the async threads) until it holds messages 0..n, then
+/// counts them and prints the counts under `label`.
+pub async fn read_and_count(
+    bootstrap: String,
+    topic: String,
+    partitions: u32,
+    n: usize,
+    label: &str,
+) -> (Vec<Read>, Tally) {
+    let records = tokio::task::spawn_blocking(move || {
+        read_topic(&bootstrap, &topic, partitions, n, Duration::from_secs(120))
+    })
+    .await
+    .unwrap();
+    let t = tally(&records, n);
+    println!(
+        "{label}: {} records; lost {}; duplicates {}; order violations {}",
+        records.len(),
+        t.lost.len(),
+        t.duplicates,
+        t.disorder
+    );
+    (records, t)
 }
 
 /// Exact counts for messages 0..n: lost, duplicated, and order per device (first copies).
