@@ -15,7 +15,7 @@ mod load;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use load::{bare_subscriber, now_us, publish, PUBLISHERS, TOPICS};
+use load::{bare_subscriber, now_us, peak_rss_kib, publish, PUBLISHERS, TOPICS};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -121,13 +121,7 @@ async fn tributary_binary(broker: &Mosquitto, count: usize, metrics: bool) -> Ru
         scraper.abort();
     }
     publisher.await.unwrap();
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", gw.pid().unwrap())).unwrap_or_default();
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0);
+    let rss_kib = peak_rss_kib(gw.pid().unwrap());
     assert!(gw.terminate().success());
     Run {
         rate,

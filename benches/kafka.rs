@@ -19,7 +19,7 @@ mod load;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use load::{bare_subscriber, publish, PUBLISHERS, TOPICS};
+use load::{bare_subscriber, peak_rss_kib, publish, PUBLISHERS, TOPICS};
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -97,13 +97,7 @@ async fn tributary_binary(
     });
     let (acked, delivered) = waiter.await.unwrap();
     publisher.await.unwrap();
-    let status =
-        std::fs::read_to_string(format!("/proc/{}/status", gw.pid().unwrap())).unwrap_or_default();
-    let rss_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0);
+    let rss_kib = peak_rss_kib(gw.pid().unwrap());
     assert!(gw.terminate().success());
     let rate = |t: Duration| MESSAGES as f64 / t.as_secs_f64();
     (rate(acked), rate(delivered), rss_kib)

@@ -113,3 +113,13 @@ pub async fn bare_subscriber(port: u16, messages: usize) -> f64 {
     publisher.await.unwrap();
     messages as f64 / (end - start).as_secs_f64()
 }
+
+/// The peak resident memory (VmHWM) of process `pid`, in KiB; 0 if it cannot be read.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
