@@ -5,7 +5,7 @@
 #     -e TRIBUTARY_MQTT__URL=mqtt://broker.example:1883 tributary
 #
 # The config is /etc/tributary/bridge.yaml (the repository's bridge.yaml; mount yours over it),
-# then TRIBUTARY_* variables. tests/deploy.rs checks this file outside Docker: the stages, the
+# then TRIBUTARY_* variables. tests/deploy/ checks this file outside Docker: the stages, the
 # files each COPY takes, the cargo command, the runtime user, volume, ports and health check.
 
 ARG RUST_VERSION=1.95

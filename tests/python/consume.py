@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Reads every record of a topic from Tributary's Kafka listener with a real Python Kafka client,
-by manual assignment from the beginning (no consumer group), for tests/kafka_api.rs.
+by manual assignment from the beginning (no consumer group), for tests/kafka_api/python.rs.
 
 usage: consume.py CLIENT BOOTSTRAP TOPIC
   CLIENT  confluent     confluent-kafka

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`helm lint` of a chart, for tests/deploy.rs, with Helm's own code: the Helm v4 Go library
+"""`helm lint` of a chart, for tests/deploy/helm.rs, with Helm's own code: the Helm v4 Go library
 that PyPI's helm-sdkpy ships as a shared library (no helm command is packaged for Debian 12,
 npm or PyPI). It is loaded with ctypes, so its Python API (Python 3.12+, cffi) is not used:
 scripts/test installs it with `pip install --no-deps --ignore-requires-python helm-sdkpy`.
