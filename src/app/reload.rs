@@ -75,6 +75,7 @@ pub fn merge(current: &Config, new: &Config) -> (Config, Vec<String>) {
             }
         }
     }
+    restart.sort();
     (applied, restart)
 }
 
