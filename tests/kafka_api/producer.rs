@@ -162,17 +162,21 @@ async fn rdkafka_producer_round_trip_with_each_compression() {
         .await;
 
         // In the log: the producer's batches as they were sent.
+        let mut compressed = 0;
         let served = proxy.responses();
         for p in 0..2u32 {
             let batches = stored_batches(&server.log, &topic, p);
             assert!(!batches.is_empty());
             let mut count = 0;
             for (h, bytes) in &batches {
-                assert_eq!(
-                    h.compression().as_str(),
-                    codec,
-                    "{topic}/{p}: stored as the producer compressed it"
+                // librdkafka sends a batch uncompressed when compressing would not shrink it
+                // (a batch of one or two small records): stored as sent either way.
+                let stored = h.compression().as_str();
+                assert!(
+                    stored == codec || stored == "none",
+                    "{topic}/{p}: stored {stored}, the producer compressed {codec}"
                 );
+                compressed += usize::from(stored == codec);
                 assert!(
                     contains(&served, bytes),
                     "{topic}/{p}: the stored batch at {} was not served byte for byte",
@@ -181,7 +185,6 @@ async fn rdkafka_producer_round_trip_with_each_compression() {
                 count += h.record_count as usize;
                 match batch::decode(bytes) {
                     Ok(decoded) => {
-                        assert_eq!(codec, "none");
                         for r in decoded.records {
                             let r = Rec::from_decoded(p as i32, r);
                             assert!(
@@ -199,6 +202,7 @@ async fn rdkafka_producer_round_trip_with_each_compression() {
                 expected.iter().filter(|r| r.partition == p as i32).count()
             );
         }
+        assert!(compressed > 0, "{topic}: no batch stored as {codec}");
     }
     assert!(
         skipped.iter().all(|c| *c == "zstd"),
