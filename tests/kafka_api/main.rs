@@ -24,6 +24,7 @@ mod server;
 mod consumers;
 mod fuzz;
 mod gateway;
+mod idempotent;
 mod kcat;
 mod producer;
 mod python;
