@@ -107,7 +107,12 @@ impl Producers {
                 if let Some(id) = state.max_producer_id() {
                     self.next_id.fetch_max(id + 1, Ordering::Relaxed);
                 }
-                tracing::debug!(topic, partition, producers = state.len(), "producer state rebuilt");
+                tracing::debug!(
+                    topic,
+                    partition,
+                    producers = state.len(),
+                    "producer state rebuilt"
+                );
                 Ok::<_, Refusal>(Mutex::new(state))
             })
             .await?;

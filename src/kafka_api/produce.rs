@@ -22,9 +22,7 @@ pub async fn handle(ctx: &Context<'_>, r: ProduceRequest, _version: i16) -> Prod
             names.push((t.name.clone(), p.index));
             let (topic, partition) = (t.name.0.as_str(), p.index as u32);
             pending.push(match check(&records) {
-                Err(why) => {
-                    Box::pin(std::future::ready(Err((ResponseError::InvalidRecord, why))))
-                }
+                Err(why) => Box::pin(std::future::ready(Err((ResponseError::InvalidRecord, why)))),
                 // Queued now, in request order.
                 Ok(None) => {
                     let append = ctx.log.append_batches(topic, partition, records);

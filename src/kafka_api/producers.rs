@@ -186,9 +186,18 @@ mod tests {
         assert_eq!(produce(&mut s, batch(7, 0, 10, 5), 10), Decision::Append);
         assert_eq!(produce(&mut s, batch(7, 0, 15, 1), 15), Decision::Append);
         // Retries of any recent batch: the original base offset, nothing stored.
-        assert_eq!(produce(&mut s, batch(7, 0, 0, 10), 99), Decision::Duplicate(0));
-        assert_eq!(produce(&mut s, batch(7, 0, 10, 5), 99), Decision::Duplicate(10));
-        assert_eq!(produce(&mut s, batch(7, 0, 15, 1), 99), Decision::Duplicate(15));
+        assert_eq!(
+            produce(&mut s, batch(7, 0, 0, 10), 99),
+            Decision::Duplicate(0)
+        );
+        assert_eq!(
+            produce(&mut s, batch(7, 0, 10, 5), 99),
+            Decision::Duplicate(10)
+        );
+        assert_eq!(
+            produce(&mut s, batch(7, 0, 15, 1), 99),
+            Decision::Duplicate(15)
+        );
         // The same first sequence with another range is no duplicate.
         assert_eq!(
             s.check(&batch(7, 0, 10, 4)),
@@ -205,7 +214,10 @@ mod tests {
     fn only_the_last_five_batches_are_remembered() {
         let mut s = PartitionProducers::default();
         for i in 0..7 {
-            assert_eq!(produce(&mut s, batch(1, 0, i, 1), i64::from(i)), Decision::Append);
+            assert_eq!(
+                produce(&mut s, batch(1, 0, i, 1), i64::from(i)),
+                Decision::Append
+            );
         }
         assert_eq!(s.check(&batch(1, 0, 2, 1)), Decision::Duplicate(2));
         assert_eq!(s.check(&batch(1, 0, 6, 1)), Decision::Duplicate(6));
@@ -249,7 +261,10 @@ mod tests {
             "a new epoch must start at 0"
         );
         assert_eq!(produce(&mut s, batch(1, 3, 0, 4), 10), Decision::Append);
-        assert_eq!(produce(&mut s, batch(1, 3, 0, 4), 20), Decision::Duplicate(10));
+        assert_eq!(
+            produce(&mut s, batch(1, 3, 0, 4), 20),
+            Decision::Duplicate(10)
+        );
         assert_eq!(
             produce(&mut s, batch(1, 2, 0, 10), 20),
             Decision::Reject(ResponseError::InvalidProducerEpoch),

@@ -3,6 +3,7 @@
 //! exactly once, in order per key; and the producer state rebuilt after a restart still
 //! recognises a retried batch.
 
+use crate::frames::{request, round_trip};
 use crate::records::test_record;
 use crate::server::{assert_no_library_panics, blocking, Server};
 use bytes::{Bytes, BytesMut};
@@ -183,11 +184,15 @@ async fn rdkafka_idempotent_producer_with_cut_connections_stores_each_record_onc
 
 /// One uncompressed batch of `count` records of producer `pid`, epoch 0, from sequence `seq`.
 fn idempotent_batch(pid: i64, seq: i32, count: usize) -> (batch::BatchHeader, Bytes) {
+    batch_of_epoch(pid, 0, seq, count)
+}
+
+fn batch_of_epoch(pid: i64, epoch: i16, seq: i32, count: usize) -> (batch::BatchHeader, Bytes) {
     let records: Vec<_> = (0..count).map(|i| test_record("t", 0, i, true)).collect();
     let mut buf = BytesMut::new();
     batch::encode(&mut buf, 0, &records).unwrap();
     buf[43..51].copy_from_slice(&pid.to_be_bytes());
-    buf[51..53].copy_from_slice(&0i16.to_be_bytes());
+    buf[51..53].copy_from_slice(&epoch.to_be_bytes());
     buf[53..57].copy_from_slice(&seq.to_be_bytes());
     let crc = crc32c::crc32c(&buf[21..]);
     buf[17..21].copy_from_slice(&crc.to_be_bytes());
@@ -237,7 +242,10 @@ async fn producer_state_is_rebuilt_from_the_log_after_a_restart() {
     assert_eq!(log.partition("t", 0).unwrap().end_offset(), Offset(45));
     let (h, b) = idempotent_batch(pid, 46, 1);
     assert_eq!(
-        producers.append(&log, ("t", 0), h, b).await.map_err(|e| e.0),
+        producers
+            .append(&log, ("t", 0), h, b)
+            .await
+            .map_err(|e| e.0),
         Err(ResponseError::OutOfOrderSequenceNumber)
     );
     let (h, b) = idempotent_batch(pid, 45, 1);
@@ -248,4 +256,102 @@ async fn producer_state_is_rebuilt_from_the_log_after_a_restart() {
     );
     assert_eq!(log.partition("t", 0).unwrap().end_offset(), Offset(46));
     log.close().await.unwrap();
+}
+
+const PRODUCE: i16 = 0;
+const INIT_PRODUCER_ID: i16 = 22;
+
+/// InitProducerId v0 with `transactional_id`: (error code, producer id, epoch).
+async fn init_producer_id(conn: &mut TcpStream, transactional_id: Option<&str>) -> (i16, i64, i16) {
+    let mut body = Vec::new();
+    match transactional_id {
+        None => body.extend((-1i16).to_be_bytes()),
+        Some(id) => {
+            body.extend((id.len() as i16).to_be_bytes());
+            body.extend(id.as_bytes());
+        }
+    }
+    body.extend(60_000i32.to_be_bytes());
+    let r = round_trip(conn, &request(INIT_PRODUCER_ID, 0, 7, &body))
+        .await
+        .unwrap();
+    // correlation id, throttle time, error, producer id, epoch
+    assert_eq!(r.len(), 4 + 4 + 2 + 8 + 2);
+    let error = i16::from_be_bytes(r[8..10].try_into().unwrap());
+    let pid = i64::from_be_bytes(r[10..18].try_into().unwrap());
+    (
+        error,
+        pid,
+        i16::from_be_bytes(r[18..20].try_into().unwrap()),
+    )
+}
+
+/// Produce v3 (acks=all) of `batch` to partition 0 of `topic`: (error code, base offset).
+async fn produce(conn: &mut TcpStream, topic: &str, batch: &[u8]) -> (i16, i64) {
+    let mut body = Vec::new();
+    body.extend((-1i16).to_be_bytes()); // no transactional id
+    body.extend((-1i16).to_be_bytes()); // acks=all
+    body.extend(10_000i32.to_be_bytes());
+    body.extend(1i32.to_be_bytes());
+    body.extend((topic.len() as i16).to_be_bytes());
+    body.extend(topic.as_bytes());
+    body.extend(1i32.to_be_bytes());
+    body.extend(0i32.to_be_bytes());
+    body.extend((batch.len() as i32).to_be_bytes());
+    body.extend(batch);
+    let r = round_trip(conn, &request(PRODUCE, 3, 9, &body))
+        .await
+        .unwrap();
+    // correlation id, [topic [partition, error, base offset, append time]], throttle time
+    let at = 4 + 4 + 2 + topic.len() + 4 + 4;
+    let error = i16::from_be_bytes(r[at..at + 2].try_into().unwrap());
+    (
+        error,
+        i64::from_be_bytes(r[at + 2..at + 10].try_into().unwrap()),
+    )
+}
+
+/// Over the wire: InitProducerId hands out distinct ids with epoch 0 and refuses a
+/// transactional id; Produce stores a batch once however often it is sent, refuses a gap
+/// (OUT_OF_ORDER_SEQUENCE_NUMBER) and a stale epoch (INVALID_PRODUCER_EPOCH), and takes a new
+/// epoch from sequence 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn init_producer_id_and_sequences_over_the_wire() {
+    let server = Server::start(ServerOptions::default()).await;
+    let mut conn = TcpStream::connect(server.addr).await.unwrap();
+    let (error, pid, epoch) = init_producer_id(&mut conn, None).await;
+    assert_eq!((error, epoch), (0, 0));
+    let (error, other, _) = init_producer_id(&mut conn, None).await;
+    assert_eq!(error, 0);
+    assert!(pid > 0 && other > pid, "{pid} then {other}");
+    assert_eq!(
+        init_producer_id(&mut conn, Some("tx-1")).await,
+        (
+            ResponseError::TransactionalIdAuthorizationFailed.code(),
+            -1,
+            -1
+        )
+    );
+
+    let (_, first) = batch_of_epoch(pid, 0, 0, 3);
+    assert_eq!(produce(&mut conn, "wire", &first).await, (0, 0));
+    assert_eq!(produce(&mut conn, "wire", &first).await, (0, 0), "a retry");
+    let (_, gap) = batch_of_epoch(pid, 0, 4, 1);
+    let out_of_order = ResponseError::OutOfOrderSequenceNumber.code();
+    assert_eq!(produce(&mut conn, "wire", &gap).await, (out_of_order, -1));
+    let (_, next) = batch_of_epoch(pid, 0, 3, 2);
+    assert_eq!(produce(&mut conn, "wire", &next).await, (0, 3));
+    let (_, other_producer) = batch_of_epoch(other, 0, 0, 1);
+    assert_eq!(produce(&mut conn, "wire", &other_producer).await, (0, 5));
+    let (_, new_epoch) = batch_of_epoch(pid, 1, 0, 1);
+    assert_eq!(produce(&mut conn, "wire", &new_epoch).await, (0, 6));
+    let (_, stale) = batch_of_epoch(pid, 0, 5, 1);
+    let fenced = ResponseError::InvalidProducerEpoch.code();
+    assert_eq!(produce(&mut conn, "wire", &stale).await, (fenced, -1));
+    assert_eq!(
+        server.log.partition("wire", 0).unwrap().end_offset(),
+        Offset(7)
+    );
+    server.assert_alive();
+    assert_no_library_panics();
 }
