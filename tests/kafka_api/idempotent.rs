@@ -3,15 +3,18 @@
 //! exactly once, in order per key; and the producer state rebuilt after a restart still
 //! recognises a retried batch.
 
+use crate::clients::run;
 use crate::frames::{request, round_trip};
 use crate::records::test_record;
 use crate::server::{assert_no_library_panics, blocking, Server};
+use crate::support;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::ResponseError;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,12 +156,26 @@ async fn rdkafka_idempotent_producer_with_cut_connections_stores_each_record_onc
     blocking(move || producer.flush(Duration::from_secs(30)).unwrap()).await;
     assert!(proxy.cuts(CUTS) >= 2, "connections were cut mid-stream");
 
-    // The log: exactly the records sent, once each, per key in order.
+    assert_once_in_order(&server.log, "idem", &told, RECORDS, KEYS);
+    server.assert_alive();
+    assert_no_library_panics();
+}
+
+/// The log's records of `topic` (3 partitions): exactly the `records` sent (as the producers
+/// here make them: `{key}:{n per key}:...`), once each, where the producer was told, per key in
+/// the order sent.
+fn assert_once_in_order(
+    log: &Log,
+    topic: &str,
+    told: &HashSet<(i32, i64)>,
+    records: usize,
+    keys: usize,
+) {
     let mut seen = HashSet::new();
     let mut next_per_key: HashMap<String, usize> = HashMap::new();
     let mut stored = 0;
     for p in 0..3 {
-        let shared = server.log.partition("idem", p).unwrap();
+        let shared = log.partition(topic, p).unwrap();
         for r in shared.records(Offset(0)) {
             let r = r.unwrap();
             stored += 1;
@@ -173,11 +190,63 @@ async fn rdkafka_idempotent_producer_with_cut_connections_stores_each_record_onc
             *next += 1;
         }
     }
-    assert_eq!(stored, RECORDS);
-    assert_eq!(seen.len(), RECORDS);
-    assert_eq!(told.len(), RECORDS);
-    assert_eq!(next_per_key.len(), KEYS);
-    assert!(next_per_key.values().all(|&n| n == RECORDS / KEYS));
+    assert_eq!(stored, records);
+    assert_eq!(seen.len(), records);
+    assert_eq!(told.len(), records);
+    assert_eq!(next_per_key.len(), keys);
+    assert!(next_per_key.values().all(|&n| n == records / keys));
+}
+
+/// The same with confluent-kafka (Python): 10,000 keyed records from an idempotent producer
+/// over connections cut 8 times, each stored once, in order per key.
+#[tokio::test(flavor = "multi_thread")]
+async fn confluent_kafka_idempotent_producer_with_cut_connections_stores_each_record_once() {
+    const RECORDS: usize = 10_000;
+    const KEYS: usize = 50;
+    const CUTS: usize = 8;
+    let python = support::require_python(&[("confluent_kafka", "confluent-kafka")]);
+    let proxy_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_port = proxy_listener.local_addr().unwrap().port();
+    let server = Server::start(ServerOptions {
+        advertised: Some(("127.0.0.1".into(), proxy_port)),
+        ..Default::default()
+    })
+    .await;
+    server.log.create_topic("idem-py", 3).unwrap();
+    let proxy = CuttingProxy::start(proxy_listener, server.addr, CUTS, 60 << 10);
+    let bootstrap = proxy.addr.to_string();
+    let out = blocking(move || {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/produce_idempotent.py"
+        );
+        let mut command = Command::new(python);
+        command.args([
+            script,
+            &bootstrap,
+            "idem-py",
+            &RECORDS.to_string(),
+            &KEYS.to_string(),
+        ]);
+        run(command, Duration::from_secs(120))
+    })
+    .await;
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "produce_idempotent.py: {}\n{}\n{}",
+        out.status,
+        stdout.lines().last().unwrap_or_default(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut told = HashSet::new();
+    for line in stdout.lines().filter(|l| l.starts_with("{\"p\"")) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let at = (v["p"].as_i64().unwrap() as i32, v["o"].as_i64().unwrap());
+        assert!(told.insert(at), "offset told twice");
+    }
+    assert!(proxy.cuts(CUTS) >= 2, "connections were cut mid-stream");
+    assert_once_in_order(&server.log, "idem-py", &told, RECORDS, KEYS);
     server.assert_alive();
     assert_no_library_panics();
 }
