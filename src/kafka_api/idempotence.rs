@@ -9,7 +9,9 @@
 //! - Per (partition, producer) one batch at a time: check, append, wait until durable, record.
 //!   The state changes only for a durable batch, and a retry that arrives on a new connection
 //!   while the first attempt is still being written waits for it and is then a duplicate.
-//!   Different producers of a partition still share the log's group commit.
+//!   Different producers of a partition still share the log's group commit. One connection's
+//!   requests are answered one after the other (`connection`), so a producer's batches on it
+//!   are checked in the order sent even with several requests in flight.
 //! - Producer ids start at the time in microseconds (and above any id found by a rebuild):
 //!   unique across restarts unless more than a million ids a second were handed out.
 

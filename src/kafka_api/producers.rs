@@ -13,6 +13,12 @@ use std::collections::{HashMap, VecDeque};
 /// flight with idempotence, so a retry is always one of its last 5 batches.
 pub const RECENT_BATCHES: usize = 5;
 
+/// Producers remembered per partition: past this, the one whose last batch is oldest is
+/// forgotten (Kafka expires producers idle for `producer.id.expiration.ms`; here the bound is on
+/// memory, as every producer restart brings a new producer id). A forgotten producer that
+/// comes back is unknown, and may go on from any sequence.
+pub const MAX_PRODUCERS: usize = 10_000;
+
 /// One stored batch of a producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct BatchMeta {
@@ -116,6 +122,9 @@ impl PartitionProducers {
     /// Notes `h`, stored at `base_offset` (durable), as its producer's latest batch: a higher
     /// epoch forgets the batches of the old one.
     pub fn record(&mut self, h: &BatchHeader, base_offset: i64) {
+        if self.producers.len() >= MAX_PRODUCERS && !self.producers.contains_key(&h.producer_id) {
+            self.forget_oldest();
+        }
         let entry = self.producers.entry(h.producer_id).or_default();
         if h.producer_epoch > entry.epoch || entry.recent.is_empty() {
             entry.epoch = h.producer_epoch;
@@ -129,6 +138,18 @@ impl PartitionProducers {
             last_seq: last_sequence(h),
             base_offset,
         });
+    }
+
+    /// Forgets the producer whose last batch is the oldest.
+    fn forget_oldest(&mut self) {
+        let oldest = self
+            .producers
+            .iter()
+            .min_by_key(|(_, e)| e.recent.back().map_or(i64::MIN, |b| b.base_offset))
+            .map(|(&id, _)| id);
+        if let Some(id) = oldest {
+            self.producers.remove(&id);
+        }
     }
 
     /// Rebuilds from a stored batch (its header as stored, base offset included), oldest first:
@@ -287,6 +308,25 @@ mod tests {
             s.check(&batch(1, 0, -1, 1)),
             Decision::Reject(ResponseError::InvalidRecord)
         );
+    }
+
+    #[test]
+    fn past_the_bound_the_producer_idle_longest_is_forgotten() {
+        let mut s = PartitionProducers::default();
+        for pid in 0..MAX_PRODUCERS as i64 {
+            produce(&mut s, batch(pid, 0, 0, 1), pid);
+        }
+        // Producer 0 writes again: producer 1 is now the one idle longest.
+        produce(&mut s, batch(0, 0, 1, 1), 20_000);
+        produce(&mut s, batch(99_999, 0, 0, 1), 20_001);
+        assert_eq!(s.len(), MAX_PRODUCERS);
+        assert_eq!(s.check(&batch(0, 0, 1, 1)), Decision::Duplicate(20_000));
+        assert_eq!(
+            s.check(&batch(1, 0, 0, 1)),
+            Decision::Append,
+            "forgotten: unknown again"
+        );
+        assert_eq!(s.check(&batch(2, 0, 0, 1)), Decision::Duplicate(2));
     }
 
     #[test]
