@@ -27,6 +27,8 @@ const OFFERED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 4),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
+    // Idempotent producers only: a transactional id is refused (init_producer_id).
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 fn codec(api: ApiKey) -> (i16, i16) {
@@ -46,6 +48,7 @@ fn codec(api: ApiKey) -> (i16, i16) {
         ApiKey::ListGroups => ListGroupsRequest::VERSIONS,
         ApiKey::ApiVersions => ApiVersionsRequest::VERSIONS,
         ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
+        ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS,
         _ => return (0, -1),
     };
     (v.min, v.max)
@@ -115,5 +118,7 @@ mod tests {
         }
         assert_eq!(supported(ApiKey::Fetch), Some(4..=12), "no topic ids");
         assert_eq!(supported(ApiKey::DeleteTopics), None);
+        // librdkafka enables idempotence only with InitProducerId.
+        assert_eq!(supported(ApiKey::InitProducerId), Some(0..=5));
     }
 }

@@ -7,7 +7,9 @@
 //!   (length-prefixed frames, answered strictly in order, idle timeout, encoding).
 //! - one file per API: `api_versions` (also which APIs and versions are offered), `metadata`,
 //!   `list_offsets`, `fetch` (served from segment bytes, long polled), `produce`,
-//!   `create_topics`, `find_coordinator`.
+//!   `create_topics`, `find_coordinator`, `init_producer_id`.
+//! - idempotent producers: `producers` (the per-partition state machine, pure) and
+//!   `idempotence` (producer ids, the state checked on Produce and rebuilt from the log).
 //! - `groups`: the classic consumer-group coordinator and committed offsets (JoinGroup,
 //!   SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, DescribeGroups, ListGroups).
 //!
@@ -20,9 +22,12 @@ mod create_topics;
 mod fetch;
 mod find_coordinator;
 pub mod groups;
+pub mod idempotence;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+pub mod producers;
 mod server;
 
 use crate::log::offsets::GroupOffsets;
@@ -66,6 +71,7 @@ impl Default for ServerOptions {
 pub struct KafkaApi {
     log: Arc<Log>,
     groups: Arc<groups::Coordinator>,
+    producers: idempotence::Producers,
     options: ServerOptions,
     cluster_id: String,
 }
@@ -77,6 +83,7 @@ struct Context<'a> {
     host: String,
     port: u16,
     cluster_id: &'a str,
+    producers: &'a idempotence::Producers,
 }
 
 impl KafkaApi {
@@ -85,6 +92,7 @@ impl KafkaApi {
         Arc::new(KafkaApi {
             log,
             groups,
+            producers: Default::default(),
             options,
             cluster_id: "tributary".into(),
         })
@@ -107,6 +115,7 @@ impl KafkaApi {
             host,
             port,
             cluster_id: &self.cluster_id,
+            producers: &self.producers,
         };
         Some(match request {
             RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),
@@ -120,6 +129,9 @@ impl KafkaApi {
             }
             RequestKind::CreateTopics(r) => {
                 ResponseKind::CreateTopics(create_topics::handle(&ctx, r, version))
+            }
+            RequestKind::InitProducerId(r) => {
+                ResponseKind::InitProducerId(init_producer_id::handle(&ctx, r, version))
             }
             RequestKind::FindCoordinator(r) => {
                 ResponseKind::FindCoordinator(find_coordinator::handle(&ctx, r, version))

@@ -1,7 +1,8 @@
 //! The Kafka API listener with real clients only: rdkafka (librdkafka), kcat, confluent-kafka
 //! and kafka-python read exactly the records the log holds (keys, headers, timestamps); an
 //! rdkafka producer's batches, compressed or not, are stored as sent and served back byte for
-//! byte; malformed, truncated, oversized and fuzzed frames close only their own connection;
+//! byte; idempotent producers (rdkafka, confluent-kafka) over cut connections store each record
+//! once; malformed, truncated, oversized and fuzzed frames close only their own connection;
 //! idle connections close; connections past the limit are refused.
 //!
 //! Outside tools: kcat, mosquitto, and the Python clients confluent-kafka and kafka-python:
@@ -24,6 +25,7 @@ mod server;
 mod consumers;
 mod fuzz;
 mod gateway;
+mod idempotent;
 mod kcat;
 mod producer;
 mod python;
