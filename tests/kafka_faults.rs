@@ -658,8 +658,8 @@ async fn record_over_message_max_bytes_goes_to_the_dead_letter_topic() {
 /// Tributary's own Kafka listener as the cluster: gateway A (embedded log, Kafka listener on
 /// a free port) and gateway B (`backend: kafka`, bootstrap = A's listener) bridging its own
 /// Mosquitto, both separate processes. B runs the sink's defaults (acks=all, lz4, murmur2
-/// partitions, `create_topics: true`) except `enable.idempotence: false`: A's listener has no
-/// InitProducerId yet. B creates `telemetry` in A through CreateTopics with B's partition count
+/// partitions, `create_topics: true`), once with `enable.idempotence: false` and once with the
+/// default, the idempotent producer (A's listener serves InitProducerId). B creates `telemetry` in A through CreateTopics with B's partition count
 /// (3, where A's own default is 2), and every record lands in A's log exactly once, under its
 /// key, in partition murmur2(key) % 3, in order.
 ///
@@ -669,6 +669,15 @@ async fn record_over_message_max_bytes_goes_to_the_dead_letter_topic() {
 /// they came.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tributary_listener_as_the_kafka_cluster() {
+    listener_as_the_cluster("\"enable.idempotence\": \"false\"").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tributary_listener_as_the_kafka_cluster_with_the_idempotent_producer() {
+    listener_as_the_cluster("").await;
+}
+
+async fn listener_as_the_cluster(properties: &str) {
     let broker_a = Mosquitto::start();
     let port = support::free_port();
     let mut gw_a = Gateway::new(&format!(
@@ -683,14 +692,7 @@ async fn tributary_listener_as_the_kafka_cluster() {
     let bootstrap = format!("127.0.0.1:{port}");
 
     let broker_b = Mosquitto::start();
-    let mut gw_b = kafka_gateway(
-        &broker_b,
-        "gw-b",
-        &bootstrap,
-        true,
-        "\"enable.idempotence\": \"false\"",
-        "",
-    );
+    let mut gw_b = kafka_gateway(&broker_b, "gw-b", &bootstrap, true, properties, "");
     gw_b.start();
 
     let published = messages(0, 30);
