@@ -223,7 +223,7 @@ async fn a_full_buffer_stops_acks_until_kafka_drains_it() {
     assert_eq!(t.lost, Vec::<usize>::new(), "{}", gw.log());
     assert_eq!(t.disorder, 0);
     // Shipped segments are deleted: the buffer's earliest offsets move past them, and the
-    // buffer holds less than a tenth of what went through it.
+    // buffer holds less than half its 1 MiB limit.
     assert!(
         support::wait_until(Duration::from_secs(10), || forwarded(&gw)
             .iter()
