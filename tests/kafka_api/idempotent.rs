@@ -103,11 +103,9 @@ impl Drop for CuttingProxy {
 /// 10,000 keyed records from an idempotent rdkafka producer (acks=all, up to 5 requests in
 /// flight) over connections cut every 60 KiB (8 times): the log holds each exactly once, and
 /// per key in the order sent.
-#[tokio::test(flavor = "multi_thread")]
-async fn rdkafka_idempotent_producer_with_cut_connections_stores_each_record_once() {
-    const RECORDS: usize = 10_000;
-    const KEYS: usize = 50;
-    const CUTS: usize = 8;
+/// A server with `topic` (3 partitions), reached through a proxy that cuts each connection
+/// after 60 KiB, `cuts` times in all; the server advertises the proxy.
+async fn behind_cutting_proxy(topic: &str, cuts: usize) -> (Server, CuttingProxy) {
     let proxy_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy_port = proxy_listener.local_addr().unwrap().port();
     let server = Server::start(ServerOptions {
@@ -115,8 +113,17 @@ async fn rdkafka_idempotent_producer_with_cut_connections_stores_each_record_onc
         ..Default::default()
     })
     .await;
-    server.log.create_topic("idem", 3).unwrap();
-    let proxy = CuttingProxy::start(proxy_listener, server.addr, CUTS, 60 << 10);
+    server.log.create_topic(topic, 3).unwrap();
+    let proxy = CuttingProxy::start(proxy_listener, server.addr, cuts, 60 << 10);
+    (server, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rdkafka_idempotent_producer_with_cut_connections_stores_each_record_once() {
+    const RECORDS: usize = 10_000;
+    const KEYS: usize = 50;
+    const CUTS: usize = 8;
+    let (server, proxy) = behind_cutting_proxy("idem", CUTS).await;
     let bootstrap = proxy.addr.to_string();
 
     let producer: FutureProducer = ClientConfig::new()
@@ -205,15 +212,7 @@ async fn confluent_kafka_idempotent_producer_with_cut_connections_stores_each_re
     const KEYS: usize = 50;
     const CUTS: usize = 8;
     let python = support::require_python(&[("confluent_kafka", "confluent-kafka")]);
-    let proxy_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_port = proxy_listener.local_addr().unwrap().port();
-    let server = Server::start(ServerOptions {
-        advertised: Some(("127.0.0.1".into(), proxy_port)),
-        ..Default::default()
-    })
-    .await;
-    server.log.create_topic("idem-py", 3).unwrap();
-    let proxy = CuttingProxy::start(proxy_listener, server.addr, CUTS, 60 << 10);
+    let (server, proxy) = behind_cutting_proxy("idem-py", CUTS).await;
     let bootstrap = proxy.addr.to_string();
     let out = blocking(move || {
         let script = concat!(
