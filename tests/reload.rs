@@ -137,6 +137,9 @@ async fn reload_adds_and_removes_routes_while_messages_flow() {
     .len()
         >= 60));
     assert!(gw.terminate().success(), "{}", gw.log());
+    // A clean stop closes the log: nothing kept it open, and the next start skips recovery.
+    assert!(gw.data_dir().join("@clean").exists(), "{}", gw.log());
+    assert!(!gw.log().contains("log still in use"), "{}", gw.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -132,8 +132,6 @@ pub async fn run(
         metrics: Arc::new(Metrics::new()),
         appends: Default::default(),
     });
-    let log = sink.embedded_log().cloned();
-    let buffer = sink.buffered().cloned();
     let backend = sink.clone();
     let sink = WatchedSink::new(sink, watch.clone());
     let face = watch.as_ref().map(|w| w.metrics.face(Face::Client));
@@ -147,9 +145,9 @@ pub async fn run(
                 metrics: watch.metrics.clone(),
                 probes: Probes::new(watch.appends.clone())
                     .face(Face::Client.as_str(), ingress.connected()),
-                log,
+                log: backend.embedded_log().cloned(),
                 groups,
-                buffer,
+                buffer: backend.buffered().cloned(),
             });
             tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
             Some(Server::spawn(|stop| http::serve(listener, endpoints, stop)))
@@ -210,8 +208,9 @@ pub async fn run(
     for server in [kafka, ops].into_iter().flatten() {
         server.stop().await;
     }
-    // The routers ask the sink for partition counts: let them go so the sink can close.
-    drop((router, set_router));
+    // The routers ask the sink for partition counts, and reloads use it: let them all go so
+    // the sink can close (the embedded log then marks a clean shutdown).
+    drop((router, set_router, backend));
     sink.close().await?;
     match drained {
         Ok(Ok(_)) => Ok(()),
