@@ -64,8 +64,10 @@ USER 10001:10001
 WORKDIR /data
 VOLUME ["/data"]
 
-# 1883: the MQTT listener face (devices connect to Tributary directly; it comes with a later
-#       release: until then nothing listens there, and `listener:` is not a valid key yet)
+# 1883: the MQTT listener face (devices connect to Tributary directly). The image's
+#       bridge.yaml binds it to loopback, so set TRIBUTARY_LISTENER__LISTEN=0.0.0.0:1883 (and
+#       listener.auth) to reach it from outside; it is not set here because a broker-client
+#       config mounted over bridge.yaml must not get a listener it did not ask for.
 # 9092: the Kafka API over the embedded log (log.embedded.kafka_listener)
 # 9464: HTTP: /metrics, /healthz, /readyz (http.listen)
 EXPOSE 1883 9092 9464

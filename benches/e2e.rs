@@ -219,8 +219,12 @@ async fn latency(broker: &Mosquitto, rate: u64, count: usize) -> (f64, f64) {
     };
     let partitions = Arc::new(EmbeddedSink::new(log.clone()));
     let router = Arc::new(Router::new(&config, partitions).unwrap());
-    let (ingress, deliveries) =
-        tributary::mqtt::Ingress::start(&config.mqtt, &router.subscriptions(), None).unwrap();
+    let (ingress, deliveries) = tributary::mqtt::Ingress::start(
+        config.mqtt.as_ref().expect("mqtt section"),
+        &router.subscriptions(),
+        None,
+    )
+    .unwrap();
     let mut connected = ingress.connected();
     connected.wait_for(|c| *c).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -228,7 +232,6 @@ async fn latency(broker: &Mosquitto, rate: u64, count: usize) -> (f64, f64) {
         deliveries,
         router,
         sink.clone(),
-        ingress.acker(),
         None,
     ));
     publish(broker.port, count, Some(rate)).await;

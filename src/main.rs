@@ -53,6 +53,9 @@ enum Command {
         #[arg(long)]
         payload_file: Option<PathBuf>,
     },
+    /// Print a `listener.auth.users_file` line for USER: reads the password from stdin (no
+    /// echo on a terminal) and hashes it with argon2id. Needs no config.
+    Passwd { user: String },
     /// List topics, partitions, earliest and latest offsets, and bytes.
     Topics,
     /// Print records of a topic as JSON lines.
@@ -83,6 +86,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let command = cli.command.unwrap_or(Command::Run);
+    if let Command::Passwd { user } = &command {
+        return match tributary::cli::passwd::line(user) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                say("ERROR", &format!("error: {e:#}"));
+                ExitCode::from(EXIT_CONFIG)
+            }
+        };
+    }
     let config = match app::load(&cli.config) {
         Ok(config) => config,
         Err(e) => return config_error(&e),
@@ -124,6 +139,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Run => return run(&runtime, &cli.config, config),
+        Command::Passwd { .. } => unreachable!("handled before the config is loaded"),
         Command::Reload => reload(&cli.config),
         Command::Topics => {
             let out = &mut std::io::stdout().lock();

@@ -1,9 +1,10 @@
-//! `Message`: one MQTT PUBLISH as the ingress hands it to the router.
+//! `Message`: one MQTT PUBLISH as an ingress face hands it to the router, and `Delivery`: the
+//! message with the way to acknowledge it once it is stored.
 
 pub use crate::config::Qos;
 use bytes::Bytes;
 
-/// One received PUBLISH. The ack token lives beside it in the pipeline, so the router stays pure.
+/// One received PUBLISH. Its ack lives beside it in a [`Delivery`], so the router stays pure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub topic: String,
@@ -39,4 +40,29 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// How a face acknowledges a message (PUBACK, PUBREC, or nothing at QoS 0) once every record
+/// made from it is durable. Each face has its own; the pipeline knows only this.
+pub trait Ack: Send {
+    /// Every record made from the message is durable.
+    fn stored(self: Box<Self>);
+}
+
+/// A received message on its way through the pipeline. Dropping it without `stored` leaves
+/// the message unacked: the sender sends it again (after a reconnect).
+pub struct Delivery {
+    pub message: Message,
+    ack: Box<dyn Ack>,
+}
+
+impl Delivery {
+    pub fn new(message: Message, ack: Box<dyn Ack>) -> Self {
+        Delivery { message, ack }
+    }
+
+    /// Every record made from the message is durable: acknowledge it.
+    pub fn stored(self) {
+        self.ack.stored()
+    }
 }

@@ -8,7 +8,7 @@
 //! stored; only then does reading resume. Nothing is acked that was not stored. The sink
 //! refuses appends made after a failed one until `Sink::resume`, so none overtakes it.
 
-use crate::mqtt::{Acker, Delivery};
+use crate::message::Delivery;
 use crate::ops::Metrics;
 use crate::route::Router;
 use crate::sink::{Sink, SinkError};
@@ -62,7 +62,6 @@ pub async fn run<S: Sink>(
     mut deliveries: mpsc::Receiver<Delivery>,
     router: impl Into<LiveRouter>,
     sink: S,
-    acker: Arc<Acker>,
     metrics: Option<Arc<Metrics>>,
 ) -> PipelineStats {
     let router = router.into();
@@ -80,7 +79,6 @@ pub async fn run<S: Sink>(
                 std::mem::take(&mut failed),
                 &router.current(),
                 &sink,
-                &acker,
                 &mut stats,
             )
             .await;
@@ -102,7 +100,7 @@ pub async fn run<S: Sink>(
                     if let Some(m) = &metrics {
                         m.messages_unrouted.inc();
                     }
-                    acker.complete(delivery);
+                    delivery.stored();
                     continue;
                 }
                 stats.records += records.len() as u64;
@@ -113,7 +111,7 @@ pub async fn run<S: Sink>(
                 inflight.push(async move { (n, delivery, append.await) });
             }
             Some((n, delivery, result)) = inflight.next(), if !inflight.is_empty() => match result {
-                Ok(_) => acker.complete(delivery),
+                Ok(_) => delivery.stored(),
                 Err(error) => {
                     if failed.is_empty() {
                         tracing::warn!(error = %error, "append failed: pausing intake and retrying in order");
@@ -134,7 +132,6 @@ async fn recover<S: Sink>(
     mut failed: Vec<(u64, Delivery, SinkError)>,
     router: &Router,
     sink: &S,
-    acker: &Acker,
     stats: &mut PipelineStats,
 ) {
     let mut round = 0u32;
@@ -166,7 +163,7 @@ async fn recover<S: Sink>(
             match append.await {
                 Ok(_) => {
                     stats.dead_letters += u64::from(dead_letter);
-                    acker.complete(delivery);
+                    delivery.stored();
                 }
                 Err(e) => {
                     dead_letters_refused += usize::from(dead_letter && !e.is_retryable());

@@ -364,7 +364,7 @@ async fn readiness_follows_a_hung_and_a_failing_sink() {
     );
     let router = Arc::new(Router::new(&config, Arc::new(EmbeddedSink::new(log.clone()))).unwrap());
     let (ingress, deliveries) = tributary::mqtt::Ingress::start(
-        &config.mqtt,
+        config.mqtt.as_ref().expect("mqtt section"),
         &router.subscriptions(),
         Some(watch.metrics.face(Face::Client)),
     )
@@ -373,7 +373,6 @@ async fn readiness_follows_a_hung_and_a_failing_sink() {
         deliveries,
         router,
         sink,
-        ingress.acker(),
         Some(watch.metrics.clone()),
     ));
     let listener = http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();

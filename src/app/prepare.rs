@@ -4,6 +4,7 @@
 
 use crate::config::{self, Backend, ByteSize, Config, ConfigError, Issue};
 use crate::log::batch::MAX_BATCH_LEN;
+use crate::mqtt::server;
 use crate::record::check_topic_name;
 use crate::route::{compile_routes, PartitionCounts, Router};
 use crate::sink::{self, AnySink, Sink, SinkError};
@@ -31,12 +32,42 @@ pub fn check(config: &Config) -> Vec<Issue> {
     }
     // A record must fit one log batch, with room for its headers.
     let max_payload = ByteSize(MAX_BATCH_LEN as u64 / 2);
-    let payload = config.mqtt.max_payload;
-    if payload.0 == 0 || payload > max_payload {
-        issues.push(Issue::new(
+    let faces = [
+        (
             "mqtt.max_payload",
-            format!("{payload} is out of range; use 1B to {max_payload}"),
-        ));
+            config.mqtt.as_ref().map(|m| m.max_payload),
+        ),
+        (
+            "listener.max_payload",
+            config.listener.as_ref().map(|l| l.max_payload),
+        ),
+    ];
+    for (key, payload) in faces {
+        if let Some(payload) = payload.filter(|p| p.0 == 0 || *p > max_payload) {
+            issues.push(Issue::new(
+                key,
+                format!("{payload} is out of range; use 1B to {max_payload}"),
+            ));
+        }
+    }
+    // The users file and the certificates are read as `run` reads them.
+    if let Some(listener) = &config.listener {
+        let files_exist = [
+            &listener.auth.users_file,
+            &listener.tls.cert_file,
+            &listener.tls.key_file,
+            &listener.tls.client_ca_file,
+        ]
+        .iter()
+        .all(|f| f.as_ref().is_none_or(|p| p.is_file()));
+        // A missing file is config's own issue, reported already.
+        if files_exist {
+            if let Err(e) = server::load(listener) {
+                let message = e.to_string();
+                let (key, message) = message.split_once(": ").unwrap_or(("listener", &message));
+                issues.push(Issue::new(key, message));
+            }
+        }
     }
     if config.log.backend == Backend::Kafka {
         let kafka = &config.log.kafka;

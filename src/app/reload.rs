@@ -204,7 +204,8 @@ mod tests {
         assert_eq!(applied.topics.get("t").partitions, 9);
         assert_eq!(applied.dead_letter.topic, "dl");
         assert_eq!(
-            applied.mqtt.url, "mqtt://a:1883",
+            applied.mqtt.as_ref().map(|m| m.url.as_str()),
+            Some("mqtt://a:1883"),
             "the broker stays as it runs"
         );
         assert_eq!(restart, ["log.backend", "mqtt.keep_alive", "mqtt.url"]);

@@ -1,5 +1,5 @@
-//! `tributary run`: opens the sink, starts the ingress, the pipeline and the listeners (Kafka
-//! API, `http.listen`), and on shutdown drains them in order: stop reading, finish and ack what
+//! `tributary run`: opens the sink, starts the ingress faces (broker client, MQTT listener),
+//! the pipeline and the other listeners (Kafka API, `http.listen`), and on shutdown drains them in order: stop reading, finish and ack what
 //! is in flight, disconnect, stop the listeners, close the sink.
 //!
 //! Metrics cost nothing when nobody can read them: with `http.listen` off nothing is counted.
@@ -10,6 +10,7 @@ use crate::config::{Config, Issue};
 use crate::kafka_api::{KafkaApi, ServerOptions};
 use crate::log::offsets::GroupOffsets;
 use crate::log::Log;
+use crate::mqtt::server::{self, Listener, ListenerError};
 use crate::mqtt::Ingress;
 use crate::ops::http::{self, Endpoints};
 use crate::ops::{Face, Metrics, Probes, Watch, WatchedSink};
@@ -39,6 +40,8 @@ pub enum AppError {
     Sink(#[from] crate::sink::SinkError),
     #[error(transparent)]
     Mqtt(#[from] crate::mqtt::session::SessionError),
+    #[error(transparent)]
+    Listener(#[from] ListenerError),
     #[error("{0}")]
     Other(String),
 }
@@ -134,23 +137,51 @@ pub async fn run(
     });
     let backend = sink.clone();
     let sink = WatchedSink::new(sink, watch.clone());
-    let face = watch.as_ref().map(|w| w.metrics.face(Face::Client));
-    let (ingress, deliveries) = Ingress::start(&config.mqtt, &router.subscriptions(), face)?;
+    let face = |face| watch.as_ref().map(|w| w.metrics.face(face));
+    // One stream into the pipeline from both faces, holding everything either may have in
+    // flight, so no face waits on the other.
+    let capacity = config.mqtt.as_ref().map_or(0, |m| m.max_inflight as usize)
+        + config.listener.as_ref().map_or(0, Listener::slots);
+    let (tx, deliveries) = mpsc::channel(capacity.max(1));
+    let ingress = match &config.mqtt {
+        Some(mqtt) => Some(Ingress::start_into(
+            mqtt,
+            &router.subscriptions(),
+            tx.clone(),
+            face(Face::Client),
+        )?),
+        None => None,
+    };
+    let listener = match &config.listener {
+        Some(l) => {
+            let (auth, tls) = server::load(l)?;
+            Some(Listener::start(l, auth, tls, tx.clone(), face(Face::Listener)).await?)
+        }
+        None => None,
+    };
+    drop(tx);
     let ops = match (http_listener, &watch) {
-        (Some(listener), Some(watch)) => {
-            let addr = listener
+        (Some(socket), Some(watch)) => {
+            let addr = socket
                 .local_addr()
                 .map_or_else(|e| e.to_string(), |a| a.to_string());
+            let mut probes = Probes::new(watch.appends.clone());
+            if let Some(ingress) = &ingress {
+                probes = probes.face(Face::Client.as_str(), ingress.connected());
+            }
+            if listener.is_some() {
+                // Bound is up: it stays so while it runs.
+                probes = probes.face(Face::Listener.as_str(), tokio::sync::watch::channel(true).1);
+            }
             let endpoints = Arc::new(Endpoints {
                 metrics: watch.metrics.clone(),
-                probes: Probes::new(watch.appends.clone())
-                    .face(Face::Client.as_str(), ingress.connected()),
+                probes,
                 log: backend.embedded_log().cloned(),
                 groups,
                 buffer: backend.buffered().cloned(),
             });
             tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
-            Some(Server::spawn(|stop| http::serve(listener, endpoints, stop)))
+            Some(Server::spawn(|stop| http::serve(socket, endpoints, stop)))
         }
         _ => None,
     };
@@ -160,7 +191,6 @@ pub async fn run(
         deliveries,
         live,
         sink.clone(),
-        ingress.acker(),
         watch.map(|w| w.metrics),
     ));
 
@@ -183,7 +213,9 @@ pub async fn run(
                 match reload::router_for(&applied, &backend).await {
                     Ok(router) => {
                         let router = Arc::new(router);
-                        ingress.resubscribe(&router.subscriptions());
+                        if let Some(ingress) = &ingress {
+                            ingress.resubscribe(&router.subscriptions());
+                        }
                         tracing::info!(routes = router.routes().len(), "reloaded routes, topics and dead_letter");
                         set_router.send_replace(router);
                         current = applied;
@@ -193,7 +225,12 @@ pub async fn run(
             }
         }
     }
-    ingress.stop_reading();
+    if let Some(ingress) = &ingress {
+        ingress.stop_reading();
+    }
+    if let Some(listener) = &listener {
+        listener.stop_reading();
+    }
     let drained = tokio::time::timeout(DRAIN, &mut pipeline).await;
     match &drained {
         Ok(Ok(stats)) => tracing::info!(?stats, "pipeline drained"),
@@ -203,7 +240,12 @@ pub async fn run(
             pipeline.abort();
         }
     }
-    ingress.disconnect(Duration::from_secs(5)).await;
+    if let Some(ingress) = ingress {
+        ingress.disconnect(Duration::from_secs(5)).await;
+    }
+    if let Some(listener) = listener {
+        listener.close(Duration::from_secs(5)).await;
+    }
     // Both hold the log: stopped before it closes.
     for server in [kafka, ops].into_iter().flatten() {
         server.stop().await;

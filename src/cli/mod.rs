@@ -1,6 +1,7 @@
 //! What the commands print; `main.rs` only parses arguments.
 
 pub mod consume;
+pub mod passwd;
 
 use crate::config::{Backend, Config, FsyncPolicy, MqttVersion};
 use crate::message::Qos;
@@ -9,26 +10,53 @@ use crate::route::Router;
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
 
-/// The `check` report: where Tributary connects, what it writes, each route and the broker
-/// subscriptions.
+/// The `check` report: the MQTT faces (listener, broker client), what it writes, each route
+/// and the broker subscriptions.
 pub fn check_report(file: &str, config: &Config, router: &Router) -> String {
     let mut out = String::new();
-    let m = &config.mqtt;
-    let version = match m.version {
-        MqttVersion::V5 => "MQTT 5",
-        MqttVersion::V3 => "MQTT 3.1.1",
-    };
-    let session = if m.clean_start {
-        "clean start"
-    } else {
-        "persistent session"
-    };
     let _ = writeln!(out, "{file}: valid");
-    let _ = writeln!(
-        out,
-        "mqtt: {} ({version}, client id {:?}, {session}, max {} in flight)",
-        m.url, m.client_id, m.max_inflight
-    );
+    if let Some(l) = &config.listener {
+        let mut on = Vec::new();
+        if let Some(addr) = l.listen {
+            on.push(format!("mqtt://{addr}"));
+        }
+        if let Some(addr) = l.tls.listen {
+            let mutual = if l.tls.client_ca_file.is_some() {
+                ", client certificates required"
+            } else {
+                ""
+            };
+            on.push(format!("mqtts://{addr}{mutual}"));
+        }
+        let auth = match (&l.auth.users_file, l.auth.allow_anonymous) {
+            (Some(f), false) => format!("users from {}", f.display()),
+            (Some(f), true) => format!("users from {}, anonymous allowed", f.display()),
+            (None, _) => "anonymous".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "listener: {} (MQTT 5 and 3.1.1; {auth}; up to {} connections, {} in flight each)",
+            on.join(" and "),
+            l.max_connections,
+            l.max_inflight
+        );
+    }
+    if let Some(m) = &config.mqtt {
+        let version = match m.version {
+            MqttVersion::V5 => "MQTT 5",
+            MqttVersion::V3 => "MQTT 3.1.1",
+        };
+        let session = if m.clean_start {
+            "clean start"
+        } else {
+            "persistent session"
+        };
+        let _ = writeln!(
+            out,
+            "mqtt: {} ({version}, client id {:?}, {session}, max {} in flight)",
+            m.url, m.client_id, m.max_inflight
+        );
+    }
     let _ = match config.log.backend {
         Backend::Embedded => {
             let e = &config.log.embedded;
@@ -64,10 +92,11 @@ pub fn check_report(file: &str, config: &Config, router: &Router) -> String {
         for (name, value) in &c.headers {
             let _ = writeln!(out, "    header {name}: {value}");
         }
-        if c.qos == Qos::ExactlyOnce {
+        let client = config.mqtt.is_some();
+        if client && c.qos == Qos::ExactlyOnce {
             let _ = writeln!(out, "    note: qos 2 is subscribed as qos 1 (at-least-once into the log; rumqttc's QoS 2 breaks across reconnects)");
         }
-        if c.qos == Qos::AtMostOnce {
+        if client && c.qos == Qos::AtMostOnce {
             let _ = writeln!(
                 out,
                 "    note: qos 0 is lossy: messages are not acked and are lost if Tributary stops"
@@ -75,14 +104,16 @@ pub fn check_report(file: &str, config: &Config, router: &Router) -> String {
         }
     }
     let _ = writeln!(out, "dead letters: {}", config.dead_letter.topic);
-    let _ = writeln!(out, "subscriptions:");
-    for sub in router.subscriptions() {
-        let _ = writeln!(
-            out,
-            "  {} (qos {})",
-            m.broker_filter(&sub.filter),
-            u8::from(sub.qos)
-        );
+    if let Some(m) = &config.mqtt {
+        let _ = writeln!(out, "subscriptions:");
+        for sub in router.subscriptions() {
+            let _ = writeln!(
+                out,
+                "  {} (qos {})",
+                m.broker_filter(&sub.filter),
+                u8::from(sub.qos)
+            );
+        }
     }
     out
 }

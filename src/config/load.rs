@@ -3,7 +3,8 @@
 
 use super::{
     validate, BufferConfig, Config, DeadLetterConfig, EmbeddedConfig, HttpConfig, KafkaConfig,
-    LogConfig, MqttConfig, RetentionConfig, RouteConfig, TlsConfig, TopicConfig,
+    ListenerAuthConfig, ListenerConfig, ListenerTlsConfig, LogConfig, MqttConfig, RetentionConfig,
+    RouteConfig, TlsConfig, TopicConfig,
 };
 use figment::providers::{Format, Serialized, Yaml};
 use figment::Figment;
@@ -151,7 +152,15 @@ pub fn load_figment_checked(
     }
 }
 
-const TOP_KEYS: &[&str] = &["mqtt", "log", "topics", "routes", "dead_letter", "http"];
+const TOP_KEYS: &[&str] = &[
+    "mqtt",
+    "listener",
+    "log",
+    "topics",
+    "routes",
+    "dead_letter",
+    "http",
+];
 
 /// Deserializes each section apart; `None` when the document is not a mapping at all.
 /// Routes that fail are left out; each kept one knows its index in the file.
@@ -171,7 +180,8 @@ fn sections(root: Value, issues: &mut Vec<Issue>) -> Option<Config> {
         }
     };
     let mut config = Config {
-        mqtt: section(&mut root, "mqtt", issues),
+        mqtt: optional_section(&mut root, "mqtt", issues),
+        listener: optional_section(&mut root, "listener", issues),
         log: section(&mut root, "log", issues),
         topics: section(&mut root, "topics", issues),
         dead_letter: section(&mut root, "dead_letter", issues),
@@ -210,6 +220,19 @@ fn section<T: DeserializeOwned + Default>(
     match root.remove(key) {
         None | Some(Value::Null) => T::default(),
         Some(value) => deserialize(key, value, issues).unwrap_or_default(),
+    }
+}
+
+/// A section that switches a part on by being present; `key:` with nothing under it turns
+/// it on with its defaults.
+fn optional_section<T: DeserializeOwned + Default>(
+    root: &mut Map<String, Value>,
+    key: &str,
+    issues: &mut Vec<Issue>,
+) -> Option<T> {
+    match root.remove(key)? {
+        Value::Null => Some(T::default()),
+        value => Some(deserialize(key, value, issues).unwrap_or_default()),
     }
 }
 
@@ -333,6 +356,9 @@ fn valid_keys(parent: &str) -> Option<&'static [&'static str]> {
         "" => TOP_KEYS,
         "mqtt" => fields::<MqttConfig>(),
         "mqtt.tls" => fields::<TlsConfig>(),
+        "listener" => fields::<ListenerConfig>(),
+        "listener.tls" => fields::<ListenerTlsConfig>(),
+        "listener.auth" => fields::<ListenerAuthConfig>(),
         "log" => fields::<LogConfig>(),
         "log.embedded" => fields::<EmbeddedConfig>(),
         "log.embedded.retention" => fields::<RetentionConfig>(),

@@ -3,10 +3,12 @@
 //! [`load`] reads and checks everything it can before start and reports every problem at once,
 //! each naming the file (or variable), the key path and what would be valid.
 
+mod listener;
 mod load;
 mod units;
 mod validate;
 
+pub use listener::{ListenerAuthConfig, ListenerConfig, ListenerTlsConfig};
 pub use load::{
     load, load_checked, load_figment, load_figment_checked, with_env, ConfigError, Issue,
     ENV_PREFIX,
@@ -23,12 +25,28 @@ use std::path::PathBuf;
 /// The whole validated configuration.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Config {
-    pub mqtt: MqttConfig,
+    /// The client of an existing broker: on when the section is present.
+    pub mqtt: Option<MqttConfig>,
+    /// The MQTT server face devices connect to: on when the section is present.
+    pub listener: Option<ListenerConfig>,
     pub log: LogConfig,
     pub topics: TopicsConfig,
     pub routes: Vec<RouteConfig>,
     pub dead_letter: DeadLetterConfig,
     pub http: HttpConfig,
+}
+
+impl Config {
+    /// The largest payload the router stores; larger ones become dead letters. Each face
+    /// has its `max_payload` (the listener refuses larger PUBLISHes itself); with both on,
+    /// `check` makes them agree.
+    pub fn max_payload(&self) -> ByteSize {
+        match (&self.mqtt, &self.listener) {
+            (Some(m), _) => m.max_payload,
+            (None, Some(l)) => l.max_payload,
+            (None, None) => MqttConfig::default().max_payload,
+        }
+    }
 }
 
 /// `Debug` shows whether a password is set, never the password.
@@ -542,9 +560,14 @@ mod tests {
 
     #[test]
     fn debug_never_shows_a_secret() {
-        let mut config = Config::default();
-        config.mqtt.username = Some("user".into());
-        config.mqtt.password = Some("mqtt-s3cret".into());
+        let mut config = Config {
+            mqtt: Some(MqttConfig {
+                username: Some("user".into()),
+                password: Some("mqtt-s3cret".into()),
+                ..MqttConfig::default()
+            }),
+            ..Config::default()
+        };
         config
             .log
             .kafka

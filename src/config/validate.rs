@@ -2,26 +2,127 @@
 //! listeners that clash. Routes, topic names and the log's limits are other modules' rules:
 //! the composition root (`app::check`) checks those.
 
-use super::{Backend, Config, FsyncPolicy, Issue, KafkaDelivery, MqttVersion};
+use super::{
+    Backend, Config, FsyncPolicy, Issue, KafkaDelivery, ListenerConfig, MqttConfig, MqttVersion,
+};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Appends every issue in `config`.
 pub fn check(config: &Config, issues: &mut Vec<Issue>) {
-    mqtt(config, issues);
+    match (&config.mqtt, &config.listener) {
+        (None, None) => issues.push(Issue::new(
+            "",
+            "no MQTT face is on: add `listener:` (devices connect to Tributary, e.g. listen: 127.0.0.1:1883) or `mqtt:` (subscribe to an existing broker, e.g. url: mqtt://broker:1883)",
+        )),
+        (Some(m), Some(l)) if m.max_payload != l.max_payload => issues.push(Issue::new(
+            "listener.max_payload",
+            format!(
+                "{} differs from mqtt.max_payload {}; with both faces on, one limit applies to every message: set them equal",
+                l.max_payload, m.max_payload
+            ),
+        )),
+        _ => {}
+    }
+    if let Some(m) = &config.mqtt {
+        mqtt(m, issues);
+    }
+    if let Some(l) = &config.listener {
+        listener(l, issues);
+    }
     log(config, issues);
     topics(config, issues);
-    if let (Some(http), Some(kafka)) = (config.http.listen, config.log.embedded.kafka_listener) {
-        if http == kafka && config.log.backend == Backend::Embedded {
-            issues.push(Issue::new(
-                "http.listen",
-                format!("{http} is also log.embedded.kafka_listener; give each its own port"),
-            ));
+    listeners_apart(config, issues);
+}
+
+/// Every socket Tributary listens on needs its own address.
+fn listeners_apart(config: &Config, issues: &mut Vec<Issue>) {
+    let mut taken: Vec<(&str, SocketAddr)> = Vec::new();
+    let listener = config.listener.as_ref();
+    let embedded = config.log.backend == Backend::Embedded;
+    for (key, addr) in [
+        ("listener.listen", listener.and_then(|l| l.listen)),
+        ("listener.tls.listen", listener.and_then(|l| l.tls.listen)),
+        (
+            "log.embedded.kafka_listener",
+            config.log.embedded.kafka_listener.filter(|_| embedded),
+        ),
+        ("http.listen", config.http.listen),
+    ] {
+        let Some(addr) = addr else { continue };
+        match taken.iter().find(|(_, a)| *a == addr) {
+            Some((other, _)) => issues.push(Issue::new(
+                key,
+                format!("{addr} is also {other}; give each its own port"),
+            )),
+            None => taken.push((key, addr)),
         }
     }
 }
 
-fn mqtt(config: &Config, issues: &mut Vec<Issue>) {
-    let m = &config.mqtt;
+fn listener(l: &ListenerConfig, issues: &mut Vec<Issue>) {
+    let mut push = |key: &str, msg: String| issues.push(Issue::new(format!("listener.{key}"), msg));
+    if l.listen.is_none() && l.tls.listen.is_none() {
+        push(
+            "listen",
+            "is null and tls.listen is not set: the listener would accept nothing; set listen (e.g. 127.0.0.1:1883) or tls.listen (e.g. 0.0.0.0:8883)".into(),
+        );
+    }
+    let tls = &l.tls;
+    for (key, file) in [
+        ("tls.cert_file", &tls.cert_file),
+        ("tls.key_file", &tls.key_file),
+        ("tls.client_ca_file", &tls.client_ca_file),
+        ("auth.users_file", &l.auth.users_file),
+    ] {
+        if let Some(path) = file {
+            if !path.is_file() {
+                push(
+                    key,
+                    format!("{} does not exist or is not a file", path.display()),
+                );
+            }
+        }
+    }
+    match tls.listen {
+        Some(_) if tls.cert_file.is_none() || tls.key_file.is_none() => push(
+            "tls",
+            "tls.listen needs cert_file and key_file (the server's certificate chain and key, PEM)".into(),
+        ),
+        None if tls.cert_file.is_some() || tls.key_file.is_some() || tls.client_ca_file.is_some() => push(
+            "tls.listen",
+            "TLS files are set but tls.listen is not: set it (e.g. 0.0.0.0:8883) or remove the files".into(),
+        ),
+        _ => {}
+    }
+    if !l.auth.allow_anonymous && l.auth.users_file.is_none() {
+        push(
+            "auth.users_file",
+            "allow_anonymous is false, so CONNECT needs a user from users_file: set it (lines from `tributary passwd USER`)".into(),
+        );
+    }
+    if l.max_connections == 0 {
+        push("max_connections", "must be at least 1".into());
+    }
+    if l.max_inflight == 0 || l.max_inflight > 65_535 {
+        push(
+            "max_inflight",
+            format!("{} is out of range; use 1 to 65535", l.max_inflight),
+        );
+    }
+    if l.session_expiry_max.0 > Duration::from_secs(u64::from(u32::MAX)) {
+        push(
+            "session_expiry_max",
+            format!(
+                "{} is over MQTT's limit of {}s",
+                l.session_expiry_max,
+                u32::MAX
+            ),
+        );
+    }
+}
+
+fn mqtt(m: &MqttConfig, issues: &mut Vec<Issue>) {
     let mut push = |key: &str, msg: String| issues.push(Issue::new(format!("mqtt.{key}"), msg));
     let tls_url = match MqttEndpoint::parse(&m.url) {
         Ok(endpoint) => Some(endpoint.tls),

@@ -42,12 +42,15 @@ const DEAD_LETTER_REASONS: [DeadLetterReason; 5] = [
 pub enum Face {
     /// The client of an existing broker (`mqtt`).
     Client,
+    /// The MQTT server face devices connect to (`listener`).
+    Listener,
 }
 
 impl Face {
     pub fn as_str(self) -> &'static str {
         match self {
             Face::Client => "client",
+            Face::Listener => "listener",
         }
     }
 }
@@ -65,6 +68,7 @@ pub struct Metrics {
     dead_letters: [IntCounter; DEAD_LETTER_REASONS.len()],
     inflight_messages: IntGauge,
     mqtt_connected: IntGauge,
+    listener_connections: IntGauge,
     /// One `Sink::append` call, from the call until its records are durable (or it failed).
     pub append_duration: Histogram,
     ack_latency: Histogram,
@@ -89,7 +93,7 @@ pub struct FaceMetrics {
     pub dropped: IntCounter,
     /// Messages received and not yet released (shared by every face).
     pub inflight: IntGauge,
-    /// 1 while the face's session is up.
+    /// The client face: 1 while its session is up. The listener: connections open.
     pub connected: IntGauge,
     /// Receive to release (ack), in seconds.
     pub ack_latency: Histogram,
@@ -170,6 +174,10 @@ impl Metrics {
                 "tributary_mqtt_connected",
                 "1 while the session with the MQTT broker is up",
             ),
+            listener_connections: gauge(
+                "tributary_listener_connections",
+                "MQTT connections open on the listener",
+            ),
             append_duration: histogram(
                 "tributary_append_duration_seconds",
                 "Time from an append to the sink until its records are durable (or it failed)",
@@ -202,6 +210,7 @@ impl Metrics {
             scrape: Mutex::new(()),
         };
         metrics.face(Face::Client);
+        metrics.face(Face::Listener);
         metrics
     }
 
@@ -215,6 +224,7 @@ impl Metrics {
             inflight: self.inflight_messages.clone(),
             connected: match face {
                 Face::Client => self.mqtt_connected.clone(),
+                Face::Listener => self.listener_connections.clone(),
             },
             ack_latency: self.ack_latency.clone(),
         }
@@ -323,6 +333,8 @@ mod tests {
             "tributary_dead_letters_total{reason=\"sink_rejected\"}",
             "tributary_inflight_messages",
             "tributary_mqtt_connected",
+            "tributary_listener_connections",
+            "tributary_messages_received_total{face=\"listener\"}",
             "tributary_append_duration_seconds_count",
             "tributary_ack_latency_seconds_count",
         ] {

@@ -218,7 +218,7 @@ impl Router {
             trie,
             partitions,
             dead_letter_topic: config.dead_letter.topic.clone(),
-            max_payload: usize::try_from(config.mqtt.max_payload.0).unwrap_or(usize::MAX),
+            max_payload: usize::try_from(config.max_payload().0).unwrap_or(usize::MAX),
             next_partition: AtomicU32::new(0),
         })
     }
@@ -438,7 +438,7 @@ mod tests {
     use figment::Figment;
 
     fn router(routes_yaml: &str) -> Router {
-        let yaml = format!("topics: {{ default: {{ partitions: 4 }}, telemetry: {{ partitions: 12 }} }}\nroutes:\n{routes_yaml}");
+        let yaml = format!("listener:\ntopics: {{ default: {{ partitions: 4 }}, telemetry: {{ partitions: 12 }} }}\nroutes:\n{routes_yaml}");
         let config = load_figment("test.yaml", Figment::new().merge(Yaml::string(&yaml))).unwrap();
         Router::new(&config, Arc::new(config.topics.clone())).unwrap()
     }
@@ -563,7 +563,7 @@ mod tests {
     fn oversized_payload_is_cut_and_dead_lettered() {
         let yaml = "mqtt: { max_payload: 2KiB }\nroutes: [{ name: a, from: \"#\", to: t }, { name: b, from: \"x\", to: u }]";
         let config = load_figment("t.yaml", Figment::new().merge(Yaml::string(yaml))).unwrap();
-        assert_eq!(config.mqtt.max_payload, ByteSize::kib(2));
+        assert_eq!(config.max_payload(), ByteSize::kib(2));
         let r = Router::new(&config, Arc::new(config.topics.clone())).unwrap();
         let big = vec![7u8; 2049];
         let records = r.route(&Message::new("x", big.clone()));
@@ -633,7 +633,7 @@ mod tests {
 
     #[test]
     fn partitions_come_from_the_log_at_routing_time() {
-        let yaml = "routes: [{ from: \"{kind}/{id}\", to: \"{kind}\", key: \"{id}\" }]";
+        let yaml = "listener:\nroutes: [{ from: \"{kind}/{id}\", to: \"{kind}\", key: \"{id}\" }]";
         let config = load_figment("t.yaml", Figment::new().merge(Yaml::string(yaml))).unwrap();
         let counts = Arc::new(LiveCounts::default());
         let r = Router::new(&config, counts.clone()).unwrap();

@@ -123,7 +123,7 @@ impl InProcess {
         let path = dir.path().join("bridge.yaml");
         std::fs::write(&path, yaml).unwrap();
         let mut config = tributary::config::load(&path).expect("valid config");
-        config.mqtt.url = broker.url();
+        config.mqtt.as_mut().expect("mqtt section").url = broker.url();
         let log = Arc::new(
             Log::open(LogOptions::new(&config.log.embedded, &config.topics))
                 .await
@@ -137,16 +137,14 @@ impl InProcess {
         );
         let partitions = Arc::new(EmbeddedSink::new(log.clone()));
         let router = Arc::new(Router::new(&config, partitions).expect("routes"));
-        let (ingress, deliveries) =
-            tributary::mqtt::Ingress::start(&config.mqtt, &router.subscriptions(), None).unwrap();
-        let acker = ingress.acker();
-        let pipeline = tokio::spawn(tributary::pipeline::run(
-            deliveries,
-            router,
-            sink,
-            acker.clone(),
+        let (ingress, deliveries) = tributary::mqtt::Ingress::start(
+            config.mqtt.as_ref().expect("mqtt section"),
+            &router.subscriptions(),
             None,
-        ));
+        )
+        .unwrap();
+        let acker = ingress.acker();
+        let pipeline = tokio::spawn(tributary::pipeline::run(deliveries, router, sink, None));
         let mut connected = ingress.connected();
         tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|c| *c))
             .await

@@ -1,0 +1,563 @@
+//! One device connection: CONNECT (auth, takeover, session), then PUBLISHes handed to the
+//! pipeline in arrival order and acked in that order once stored (the pure [`Inflight`] decides
+//! what to send), keep-alive, and the will when the connection ends uncleanly.
+//!
+//! Reading pauses without closing: publishes decoded while the pipeline is full, or while a
+//! 3.1.1 client is over `max_inflight`, wait in order in `held`; reading goes on (so PINGREQs
+//! are answered) until `READ_AHEAD` bytes of them wait, then stops until they move, and TCP
+//! carries the backpressure to the device.
+
+use super::codec::{self, CodecError, Connect, Inbound, Outbound, Publish, Reason, Version, Will};
+use super::inflight::{Admit, Inflight, Token};
+use super::Shared;
+use crate::message::{now_ms, Ack, Delivery, Message, Qos};
+use crate::mqtt::server::auth::Verdict;
+use bytes::BytesMut;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
+
+/// How long a new connection has to send CONNECT (TLS handshake included).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of decoded publishes that may wait before the socket is no longer read.
+const READ_AHEAD: usize = 64 * 1024;
+/// Topic aliases a client may set (MQTT 5).
+pub const TOPIC_ALIAS_MAXIMUM: u16 = 1024;
+
+/// Why a connection ended.
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    /// DISCONNECT from the client; MQTT 5 reason 0x04 asks for the will anyway.
+    Disconnected { with_will: bool },
+    /// The peer closed the socket, or it failed.
+    Closed(String),
+    /// Tributary closed it with this reason (sent as DISCONNECT to an MQTT 5 client).
+    Refused(Reason, String),
+    /// Tributary is stopping.
+    Shutdown,
+}
+
+/// A PUBLISH decoded and waiting its turn.
+enum Held {
+    Store(Message, u16),
+    Refuse(Qos, u16, Reason),
+}
+
+/// Serves one connection until it ends.
+pub(super) async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (reader, writer) = tokio::io::split(stream);
+    let mut conn = Conn {
+        reader,
+        writer,
+        buf: BytesMut::with_capacity(8 * 1024),
+        out: BytesMut::new(),
+        peer,
+        version: Version::V4,
+        max_packet: shared.max_packet(),
+        shared,
+    };
+    let connect = match tokio::time::timeout(CONNECT_TIMEOUT, conn.read_connect()).await {
+        Ok(Ok(Some(connect))) => connect,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "MQTT connection refused");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "no CONNECT within {CONNECT_TIMEOUT:?}; closing");
+            return;
+        }
+    };
+    conn.version = connect.version;
+    conn.session(connect).await;
+}
+
+struct Conn<R, W> {
+    reader: R,
+    writer: W,
+    /// Bytes read and not yet decoded.
+    buf: BytesMut,
+    /// Bytes to send.
+    out: BytesMut,
+    peer: SocketAddr,
+    version: Version,
+    max_packet: usize,
+    shared: Arc<Shared>,
+}
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
+    /// Reads until a whole CONNECT is in; `None` when the peer left first.
+    async fn read_connect(&mut self) -> Result<Option<Connect>, CodecError> {
+        loop {
+            match codec::read_connect(&mut self.buf, self.max_packet) {
+                Ok(Some(connect)) => return Ok(Some(connect)),
+                Ok(None) => {}
+                Err(e) => {
+                    if let CodecError::UnsupportedVersion(_) = e {
+                        // CONNACK "unacceptable protocol version", in the 3.1.1 form every
+                        // version reads.
+                        let _ = self.writer.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+                    }
+                    return Err(e);
+                }
+            }
+            if !self.fill().await {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads more bytes; false when the peer closed or the socket failed.
+    async fn fill(&mut self) -> bool {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(16 * 1024);
+        }
+        matches!(self.reader.read_buf(&mut self.buf).await, Ok(n) if n > 0)
+    }
+
+    fn send(&mut self, packet: &Outbound) {
+        codec::write(self.version, packet, &mut self.out);
+    }
+
+    async fn flush(&mut self) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let ok = self.writer.write_all(&self.out).await.is_ok();
+        self.out.clear();
+        ok
+    }
+
+    async fn refuse_connect(&mut self, reason: Reason, why: &str) {
+        tracing::info!(peer = %self.peer, ?reason, "MQTT CONNECT refused: {why}");
+        self.send(&Outbound::ConnAck {
+            session_present: false,
+            reason,
+            limits: Box::default(),
+        });
+        self.flush().await;
+        let _ = self.writer.shutdown().await;
+    }
+
+    /// From CONNECT to the end of the connection.
+    async fn session(mut self, connect: Connect) {
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let Connect {
+            client_id,
+            clean_start,
+            keep_alive,
+            session_expiry,
+            username,
+            password,
+            will,
+            ..
+        } = connect;
+        let (client_id, assigned) = match (client_id.is_empty(), self.version, clean_start) {
+            (false, ..) => (client_id, false),
+            (true, Version::V4, false) => {
+                self.refuse_connect(
+                    Reason::ClientIdentifierNotValid,
+                    "an empty client id needs clean session",
+                )
+                .await;
+                return;
+            }
+            (true, ..) => (shared.assign_client_id(), true),
+        };
+        let auth = shared.auth.clone();
+        let verdict = tokio::task::spawn_blocking(move || {
+            auth.check(username.as_deref(), password.as_deref())
+        })
+        .await
+        .unwrap_or(Verdict::BadCredentials);
+        match verdict {
+            Verdict::Allowed => {}
+            Verdict::BadCredentials => {
+                self.refuse_connect(Reason::BadUserNameOrPassword, "wrong user name or password")
+                    .await;
+                return;
+            }
+            Verdict::AnonymousRefused => {
+                self.refuse_connect(
+                    Reason::NotAuthorized,
+                    "no user name, and listener.auth.allow_anonymous is false",
+                )
+                .await;
+                return;
+            }
+        }
+        let registration = shared.register(&client_id).await;
+        let granted = session_expiry.min(
+            config
+                .session_expiry_max
+                .0
+                .as_secs()
+                .min(u64::from(u32::MAX)) as u32,
+        );
+        let resumed = match clean_start {
+            true => {
+                shared.forget_session(&client_id);
+                None
+            }
+            false => shared.take_session(&client_id),
+        };
+        let session_present = resumed.is_some();
+        let mut inflight = Inflight::resume(resumed.unwrap_or_default());
+        let limits = codec::ServerLimits {
+            receive_maximum: config.max_inflight.min(65_535) as u16,
+            maximum_packet_size: self.max_packet as u32,
+            topic_alias_maximum: TOPIC_ALIAS_MAXIMUM,
+            session_expiry: (granted != session_expiry).then_some(granted),
+            assigned_client_id: assigned.then(|| client_id.clone()),
+        };
+        self.send(&Outbound::ConnAck {
+            session_present,
+            reason: Reason::Success,
+            limits: Box::new(limits),
+        });
+        if !self.flush().await {
+            shared.unregister(&client_id, &registration, None);
+            return;
+        }
+        tracing::debug!(peer = %self.peer, client_id, session_present, "MQTT client connected");
+        if let Some(m) = &shared.metrics {
+            m.connected.inc();
+        }
+        let keep_alive = Duration::from_secs(u64::from(keep_alive)) * 3 / 2;
+        let (end, granted) = self
+            .serve(&mut inflight, keep_alive, granted, &registration.kick)
+            .await;
+        if let Some(m) = &shared.metrics {
+            m.connected.dec();
+        }
+        match &end {
+            End::Disconnected { .. } | End::Shutdown => {
+                tracing::debug!(peer = %self.peer, client_id, ?end, "MQTT client left")
+            }
+            End::Closed(why) => {
+                tracing::debug!(peer = %self.peer, client_id, why, "MQTT connection closed")
+            }
+            End::Refused(reason, why) => {
+                tracing::info!(peer = %self.peer, client_id, ?reason, "MQTT connection closed: {why}");
+                self.send(&Outbound::Disconnect { reason: *reason });
+            }
+        }
+        if end == End::Shutdown {
+            self.send(&Outbound::Disconnect {
+                reason: Reason::ServerShuttingDown,
+            });
+        }
+        self.flush().await;
+        let _ = self.writer.shutdown().await;
+        let publish_will = match end {
+            End::Disconnected { with_will } => with_will,
+            End::Shutdown => false,
+            End::Closed(_) | End::Refused(..) => true,
+        };
+        let session =
+            (granted > 0).then(|| (inflight.recorded(), Duration::from_secs(u64::from(granted))));
+        shared.unregister(&client_id, &registration, session);
+        if let (true, Some(will)) = (publish_will, will) {
+            shared.publish_will(client_id, registration.serial, will, granted);
+        }
+    }
+
+    /// The packet loop; returns why it ended and the session expiry then in force.
+    async fn serve(
+        &mut self,
+        inflight: &mut Inflight,
+        keep_alive: Duration,
+        mut granted: u32,
+        kick: &CancellationToken,
+    ) -> (End, u32) {
+        let shared = self.shared.clone();
+        let max_inflight = shared.config.max_inflight as usize;
+        let max_payload = shared.config.max_payload.0 as usize;
+        let mut deliveries = shared.deliveries();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Token>();
+        let mut held: VecDeque<Held> = VecDeque::new();
+        let mut held_bytes = 0usize;
+        // QoS 1 and 2 publishes in `held` that count against the receive maximum.
+        let mut held_unacked = 0usize;
+        let mut aliases: HashMap<u16, String> = HashMap::new();
+        let mut deadline = tokio::time::Instant::now() + keep_alive;
+        let mut subscribe_refused = false;
+        loop {
+            // Hand on what waits, in order, while the pipeline and the limits allow.
+            let mut pipeline_full = false;
+            while let Some(next) = held.front() {
+                let Some(tx) = &deliveries else { break };
+                let slot = match next {
+                    Held::Refuse(..) => None,
+                    Held::Store(m, _) => {
+                        if self.version == Version::V4
+                            && m.qos != Qos::AtMostOnce
+                            && inflight.unacked() >= max_inflight
+                        {
+                            break;
+                        }
+                        match shared.slots.clone().try_acquire_owned() {
+                            Ok(slot) => Some(slot),
+                            Err(_) => {
+                                pipeline_full = true;
+                                break;
+                            }
+                        }
+                    }
+                };
+                let next = held.pop_front().expect("checked");
+                match next {
+                    Held::Refuse(qos, pkid, reason) => {
+                        held_unacked -= 1;
+                        for ack in inflight.refuse(qos, pkid, reason) {
+                            self.send(&ack);
+                        }
+                    }
+                    Held::Store(message, pkid) => {
+                        held_bytes -= message.payload.len() + message.topic.len();
+                        let qos = message.qos;
+                        let token = match qos {
+                            Qos::AtMostOnce => None,
+                            _ => {
+                                held_unacked -= 1;
+                                match inflight.publish(qos, pkid) {
+                                    Admit::Store(token) => Some(token),
+                                    Admit::Duplicate(reply) => {
+                                        if let Some(reply) = reply {
+                                            self.send(&reply);
+                                        }
+                                        continue;
+                                    }
+                                }
+                            }
+                        };
+                        let ack = ListenerAck {
+                            token,
+                            done: done_tx.clone(),
+                            metrics: shared.metrics.clone(),
+                            received: Instant::now(),
+                            _slot: slot,
+                        };
+                        if let Some(m) = &shared.metrics {
+                            m.received.inc();
+                            m.inflight.inc();
+                        }
+                        // The channel holds every slot (see `Listener::slots`): a send that fails
+                        // means the pipeline is gone (stopping); the publish stays unacked.
+                        if tx.try_send(Delivery::new(message, Box::new(ack))).is_err() {
+                            deliveries = None;
+                        }
+                    }
+                }
+            }
+            if !self.flush().await {
+                return (End::Closed("write failed".into()), granted);
+            }
+            let read = held_bytes < READ_AHEAD;
+            let watch_keep_alive = read && !keep_alive.is_zero();
+            tokio::select! {
+                filled = self.fill(), if read => {
+                    if !filled {
+                        return (End::Closed("the peer closed the connection".into()), granted);
+                    }
+                    deadline = tokio::time::Instant::now() + keep_alive;
+                    loop {
+                        let packet = match codec::read(self.version, &mut self.buf, self.max_packet) {
+                            Ok(Some(packet)) => packet,
+                            Ok(None) => break,
+                            Err(CodecError::TooLarge { size, max }) => {
+                                return (End::Refused(Reason::PacketTooLarge, format!("a packet of {size} bytes is over the maximum packet size {max}")), granted);
+                            }
+                            Err(e) => return (End::Refused(Reason::MalformedPacket, e.to_string()), granted),
+                        };
+                        match packet {
+                            Inbound::Publish(p) => {
+                                let qos = p.qos;
+                                let held_item = match self.publish(p, &mut aliases, max_payload) {
+                                    Ok(held_item) => held_item,
+                                    Err((reason, why)) => return (End::Refused(reason, why), granted),
+                                };
+                                if qos != Qos::AtMostOnce {
+                                    if self.version == Version::V5 && inflight.unacked() + held_unacked >= max_inflight {
+                                        return (End::Refused(Reason::ReceiveMaximumExceeded, format!("more than {max_inflight} unacknowledged QoS 1 and 2 publishes (the receive maximum)")), granted);
+                                    }
+                                    held_unacked += 1;
+                                }
+                                // None: a QoS 0 publish refused, nothing to answer.
+                                if let Some(item) = held_item {
+                                    if let Held::Store(m, _) = &item {
+                                        held_bytes += m.payload.len() + m.topic.len();
+                                    }
+                                    held.push_back(item);
+                                }
+                            }
+                            Inbound::PubRel { pkid } => {
+                                let reply = inflight.release(pkid);
+                                self.send(&reply);
+                            }
+                            Inbound::PingReq => self.send(&Outbound::PingResp),
+                            Inbound::Subscribe { pkid, filters } => {
+                                if !subscribe_refused {
+                                    subscribe_refused = true;
+                                    tracing::info!(peer = %self.peer, "SUBSCRIBE refused: the listener does not deliver messages to devices yet");
+                                }
+                                self.send(&Outbound::SubAck {
+                                    pkid,
+                                    filters,
+                                    reason: Reason::ImplementationSpecific,
+                                    why: "Tributary's listener takes publishes only: it delivers no messages to subscribers yet",
+                                });
+                            }
+                            Inbound::Unsubscribe { pkid, filters } => {
+                                self.send(&Outbound::UnsubAck { pkid, filters });
+                            }
+                            Inbound::Disconnect { with_will, session_expiry } => {
+                                if let Some(expiry) = session_expiry {
+                                    let max = shared.config.session_expiry_max.0.as_secs().min(u64::from(u32::MAX)) as u32;
+                                    granted = expiry.min(max);
+                                }
+                                return (End::Disconnected { with_will }, granted);
+                            }
+                            Inbound::Unexpected(what) => {
+                                return (End::Refused(Reason::ProtocolError, format!("{what} is not expected from a client here")), granted);
+                            }
+                        }
+                    }
+                }
+                Some(token) = done_rx.recv() => {
+                    let mut acks = inflight.stored(token);
+                    while let Ok(token) = done_rx.try_recv() {
+                        acks.extend(inflight.stored(token));
+                    }
+                    for ack in acks {
+                        self.send(&ack);
+                    }
+                }
+                // Wakes when the pipeline has room again for what waits.
+                _ = shared.slots.acquire(), if pipeline_full => {}
+                _ = tokio::time::sleep_until(deadline), if watch_keep_alive => {
+                    return (End::Refused(Reason::KeepAliveTimeout, format!("nothing received for {keep_alive:?} (1.5 x keep-alive)")), granted);
+                }
+                _ = kick.cancelled() => {
+                    return (End::Refused(Reason::SessionTakenOver, "another connection took over the client id".into()), granted);
+                }
+                _ = shared.stop_reading.cancelled(), if deliveries.is_some() => {
+                    // Publishes not handed on stay unacked: the device sends them again.
+                    deliveries = None;
+                    held.clear();
+                    held_bytes = 0;
+                    held_unacked = 0;
+                }
+                _ = shared.close.cancelled() => return (End::Shutdown, granted),
+            }
+        }
+    }
+
+    /// Checks a PUBLISH and resolves its topic alias: `Ok(None)` for a QoS 0 publish refused,
+    /// `Err` when the connection must close.
+    fn publish(
+        &self,
+        p: Publish,
+        aliases: &mut HashMap<u16, String>,
+        max_payload: usize,
+    ) -> Result<Option<Held>, (Reason, String)> {
+        let topic = match (p.topic.is_empty(), p.topic_alias) {
+            (_, Some(alias)) if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM => {
+                return Err((
+                    Reason::TopicAliasInvalid,
+                    format!("topic alias {alias} is out of 1..={TOPIC_ALIAS_MAXIMUM}"),
+                ))
+            }
+            (true, Some(alias)) => match aliases.get(&alias) {
+                Some(topic) => topic.clone(),
+                None => {
+                    return Err((
+                        Reason::ProtocolError,
+                        format!("topic alias {alias} was never set"),
+                    ))
+                }
+            },
+            (false, Some(alias)) => {
+                aliases.insert(alias, p.topic.clone());
+                p.topic
+            }
+            (false, None) => p.topic,
+            (true, None) => {
+                return Err((Reason::TopicNameInvalid, "empty topic name".into()));
+            }
+        };
+        if topic.contains(['+', '#', '\0']) {
+            return Err((
+                Reason::TopicNameInvalid,
+                format!("{topic:?} is not a topic name (wildcards are for filters)"),
+            ));
+        }
+        if p.qos != Qos::AtMostOnce && p.pkid == 0 {
+            return Err((Reason::ProtocolError, "packet id 0".into()));
+        }
+        // MQTT 5 has a reason code for it; a 3.1.1 publish goes on, and the router makes it
+        // a dead letter (its limit is this one).
+        if self.version == Version::V5 && p.payload.len() > max_payload {
+            tracing::info!(peer = %self.peer, topic, bytes = p.payload.len(), "PUBLISH over listener.max_payload refused (0x95)");
+            return Ok(match p.qos {
+                Qos::AtMostOnce => None,
+                qos => Some(Held::Refuse(qos, p.pkid, Reason::PacketTooLarge)),
+            });
+        }
+        let message = Message {
+            topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            user_properties: p.user_properties,
+            content_type: p.content_type,
+            received_at_ms: now_ms(),
+        };
+        Ok(Some(Held::Store(message, p.pkid)))
+    }
+}
+
+/// A listener message's ack: reports the stored publish to its connection, which sends the
+/// acks due in order. A connection that is gone has nobody to ack: the device sends again.
+struct ListenerAck {
+    token: Option<Token>,
+    done: mpsc::UnboundedSender<Token>,
+    metrics: Option<crate::ops::FaceMetrics>,
+    received: Instant,
+    /// The message's place among the listener's messages in the pipeline.
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Ack for ListenerAck {
+    fn stored(self: Box<Self>) {
+        if let Some(m) = &self.metrics {
+            m.inflight.dec();
+            m.acked.inc();
+            m.ack_latency.observe(self.received.elapsed().as_secs_f64());
+        }
+        if let Some(token) = self.token {
+            let _ = self.done.send(token);
+        }
+    }
+}
+
+/// The message a will becomes.
+pub(super) fn will_message(will: Will) -> Message {
+    Message {
+        topic: will.topic,
+        payload: will.payload,
+        qos: will.qos,
+        retain: will.retain,
+        user_properties: will.user_properties,
+        content_type: will.content_type,
+        received_at_ms: now_ms(),
+    }
+}
