@@ -9,7 +9,8 @@
 //! - [`config`]: `bridge.yaml` + `TRIBUTARY_*` environment, validated whole; a leaf that
 //!   imports no other module.
 //! - [`message`]: a received MQTT message, as the router sees it.
-//! - [`mqtt`]: the client of an existing broker: the session, and the in-order ack tracker.
+//! - [`mqtt`]: the ingress faces: the client of an existing broker (session, in-order ack
+//!   tracker) and the listener devices connect to (codec, per-connection ack state, auth, TLS).
 //! - [`pipeline`]: deliveries through the router to the sink, acked once stored; retries in
 //!   order, and never acks what was not stored.
 //! - [`route`]: filters, templates and partitioning: `Message` -> `Record`s (pure); asks the

@@ -17,6 +17,9 @@ use tributary::route::partition::partition_for_key;
 /// The repository's example config.
 const BRIDGE_YAML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/bridge.yaml");
 
+/// The example of bridging an existing broker (the client face).
+const BROKER_YAML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/bridge-broker.yaml");
+
 /// The last line of every invalid-config report with one problem.
 const ONE_PROBLEM: &str = "1 problem in the configuration; nothing was started";
 
@@ -185,10 +188,18 @@ struct TempConfig {
 }
 
 impl TempConfig {
+    /// A config file holding `yaml`. One that turns on no MQTT face (its subject is elsewhere)
+    /// gets `listener:` with its defaults first, as a config needs a face.
     fn new(yaml: &str) -> TempConfig {
         let dir = TempDir::new().expect("temp dir");
         let path = dir.path().join("bridge.yaml");
-        let yaml = yaml.replace("@DIR@", &dir.path().display().to_string());
+        let mut yaml = yaml.replace("@DIR@", &dir.path().display().to_string());
+        let has_face = yaml
+            .lines()
+            .any(|l| l.starts_with("mqtt:") || l.starts_with("listener:"));
+        if !has_face {
+            yaml = format!("listener:\n{yaml}");
+        }
         std::fs::write(&path, yaml).expect("write config");
         TempConfig {
             path: path.display().to_string(),
@@ -254,6 +265,22 @@ fn check_accepts_the_repository_bridge_yaml() {
         ),
         "{out:?}"
     );
+    assert_eq!(
+        lines[1],
+        "listener: mqtt://127.0.0.1:1883 (MQTT 5 and 3.1.1; anonymous; up to 10000 connections, 1024 in flight each)",
+        "{out:?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("mqtt:") || *l == "subscriptions:"),
+        "no broker client in the default config\n{out:?}"
+    );
+
+    let out = tributary(&["check", "-c", BROKER_YAML], &[]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines = out.stdout_lines();
+    assert!(!lines.iter().any(|l| l.starts_with("listener:")), "{out:?}");
     let subs = lines
         .iter()
         .position(|l| *l == "subscriptions:")
@@ -266,11 +293,41 @@ fn check_accepts_the_repository_bridge_yaml() {
 }
 
 #[test]
+fn check_wants_an_mqtt_face() {
+    let config = TempConfig::new("log: { backend: embedded }\nroutes: [{ from: a, to: t }]");
+    std::fs::write(
+        &config.path,
+        "log: { backend: embedded }\nroutes: [{ from: a, to: t }]",
+    )
+    .unwrap();
+    let out = config.run(&["check"]);
+    out.assert_invalid(&config.path, 1);
+    assert!(
+        out.stderr_lines()[0].ends_with(": no MQTT face is on: add `listener:` (devices connect to Tributary, e.g. listen: 127.0.0.1:1883) or `mqtt:` (subscribe to an existing broker, e.g. url: mqtt://broker:1883)"),
+        "{out:?}"
+    );
+    // Both faces at once, with payload limits that disagree.
+    std::fs::write(
+        &config.path,
+        "mqtt: { max_payload: 2KiB }\nlistener: { max_payload: 4KiB }\nroutes: [{ from: a, to: t }]",
+    )
+    .unwrap();
+    let out = config.run(&["check"]);
+    out.assert_invalid(&config.path, 1);
+    assert!(
+        out.issue(&config.path, "listener.max_payload")
+            .starts_with("4KiB differs from mqtt.max_payload 2KiB"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn check_prints_merged_subscriptions_and_qos_notes() {
     // `a` is covered by `#` at the same QoS; `a/+` and `a/{x}` are one filter at QoS
     // max(min(2, 1), 1) = 1; `#` at QoS 0 does not cover `a/+` at QoS 1.
     let (config, out) = with_config(
         r##"
+mqtt: {}
 routes:
   - { name: t, from: a, to: t, qos: 0 }
   - { name: u, from: a/+, to: t, qos: 2 }
@@ -361,7 +418,7 @@ const CONFIG_ERRORS: &[(&str, &str, &str, &str)] = &[
         "unknown top-level key",
         with_route!("metrics: { port: 9000 }"),
         "metrics",
-        "unknown key; valid keys here: mqtt, log, topics, routes, dead_letter, http",
+        "unknown key; valid keys here: mqtt, listener, log, topics, routes, dead_letter, http",
     ),
     (
         "unknown nested key",
@@ -625,7 +682,7 @@ extra: 1
 
 #[test]
 fn env_override_changes_the_broker_url() {
-    let before = tributary(&["check", "-c", BRIDGE_YAML], &[]);
+    let before = tributary(&["check", "-c", BROKER_YAML], &[]);
     assert!(
         before
             .stdout_lines()
@@ -633,12 +690,12 @@ fn env_override_changes_the_broker_url() {
         "{before:?}"
     );
     let out = tributary(
-        &["check", "-c", BRIDGE_YAML],
+        &["check", "-c", BROKER_YAML],
         &[("TRIBUTARY_MQTT__URL", "mqtt://broker.example:1999")],
     );
     assert_eq!(out.code, 0, "{out:?}");
     let lines = out.stdout_lines();
-    assert_eq!(lines[0], format!("{BRIDGE_YAML}: valid"));
+    assert_eq!(lines[0], format!("{BROKER_YAML}: valid"));
     assert!(
         lines.contains(&"mqtt: mqtt://broker.example:1999 (MQTT 5, client id \"tributary\", persistent session, max 1024 in flight)"),
         "{out:?}"
@@ -658,7 +715,7 @@ fn env_override_wins_over_the_file() {
 #[test]
 fn env_errors_name_the_variable() {
     let out = tributary(
-        &["check", "-c", BRIDGE_YAML],
+        &["check", "-c", BROKER_YAML],
         &[("TRIBUTARY_MQTT__MAX_INFLIGHT", "0")],
     );
     out.assert_invalid("environment TRIBUTARY_MQTT__MAX_INFLIGHT", 1);
@@ -671,7 +728,7 @@ fn env_errors_name_the_variable() {
     );
 
     let out = tributary(
-        &["check", "-c", BRIDGE_YAML],
+        &["check", "-c", BROKER_YAML],
         &[("TRIBUTARY_MQTT__MAX_INFLGHT", "5")],
     );
     out.assert_invalid("environment TRIBUTARY_MQTT__MAX_INFLGHT", 1);
@@ -688,11 +745,11 @@ fn env_errors_name_the_variable() {
 #[test]
 fn env_numeric_strings_are_accepted() {
     let out = tributary(
-        &["check", "-c", BRIDGE_YAML],
+        &["check", "-c", BROKER_YAML],
         &[("TRIBUTARY_MQTT__PASSWORD", "123456")],
     );
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.stdout_lines()[0], format!("{BRIDGE_YAML}: valid"));
+    assert_eq!(out.stdout_lines()[0], format!("{BROKER_YAML}: valid"));
     assert!(
         !out.stdout.contains("123456"),
         "check must not print the password\n{out:?}"
@@ -701,7 +758,7 @@ fn env_numeric_strings_are_accepted() {
     // MQTT 3.1.1 needs a username with a password; a numeric one is text too, and the
     // version arrives as a number.
     let out = tributary(
-        &["check", "-c", BRIDGE_YAML],
+        &["check", "-c", BROKER_YAML],
         &[
             ("TRIBUTARY_MQTT__VERSION", "3"),
             ("TRIBUTARY_MQTT__USERNAME", "4242"),
@@ -717,7 +774,7 @@ fn env_text_values_keep_their_exact_text() {
     // A password or client id like 007 must reach the broker as written.
     for value in ["007", "1.50", "+5"] {
         let out = tributary(
-            &["check", "-c", BRIDGE_YAML],
+            &["check", "-c", BROKER_YAML],
             &[("TRIBUTARY_MQTT__CLIENT_ID", value)],
         );
         assert_eq!(out.code, 0, "{out:?}");
@@ -731,7 +788,7 @@ fn env_text_values_keep_their_exact_text() {
 #[test]
 fn lowercase_env_var_errors_are_not_blamed_on_the_file() {
     let out = tributary(
-        &["check", "-c", BRIDGE_YAML],
+        &["check", "-c", BROKER_YAML],
         &[("tributary_mqtt__max_inflight", "0")],
     );
     match out.code {

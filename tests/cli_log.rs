@@ -52,7 +52,7 @@ fn record(partition: u32, i: i64) -> Record {
 fn config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("bridge.yaml");
     let yaml = format!(
-        "log: {{ embedded: {{ dir: {:?} }} }}\nroutes: [{{ from: \"#\", to: t }}]\n",
+        "listener: {{ listen: 127.0.0.1:0 }}\nlog: {{ embedded: {{ dir: {:?} }} }}\nroutes: [{{ from: \"#\", to: t }}]\n",
         dir.join("data")
     );
     std::fs::write(&path, yaml).unwrap();

@@ -209,7 +209,7 @@ async fn an_invalid_file_is_refused_and_the_old_routes_keep_running() {
 fn reload_with_no_gateway_running_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bridge.yaml");
-    std::fs::write(&path, "routes: [{ from: a, to: t }]\n").unwrap();
+    std::fs::write(&path, "listener:\nroutes: [{ from: a, to: t }]\n").unwrap();
     let out = Command::new(BIN)
         .args(["reload", "-c"])
         .arg(&path)
