@@ -362,6 +362,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
                 return (End::Closed("write failed".into()), granted);
             }
             let read = held_bytes < READ_AHEAD;
+            if !read {
+                // Not reading is our doing: the client's silence only counts once we read again.
+                deadline = tokio::time::Instant::now() + keep_alive;
+            }
             let watch_keep_alive = read && !keep_alive.is_zero();
             tokio::select! {
                 filled = self.fill(), if read => {
@@ -456,7 +460,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
                     held_bytes = 0;
                     held_unacked = 0;
                 }
-                _ = shared.close.cancelled() => return (End::Shutdown, granted),
+                _ = shared.close.cancelled() => {
+                    // The pipeline has drained by now: the acks it reported go out first.
+                    while let Ok(token) = done_rx.try_recv() {
+                        for ack in inflight.stored(token) {
+                            self.send(&ack);
+                        }
+                    }
+                    return (End::Shutdown, granted);
+                }
             }
         }
     }
