@@ -8,6 +8,8 @@
 //!   shared by `check`, `route` and `run`; `run` starts the tasks and drains them in order.
 //! - [`config`]: `bridge.yaml` + `TRIBUTARY_*` environment, validated whole; a leaf that
 //!   imports no other module.
+//! - [`egress`]: log topics back to MQTT devices: egress routes, delivery, committed
+//!   positions.
 //! - [`message`]: a received MQTT message, as the router sees it.
 //! - [`mqtt`]: the ingress faces: the client of an existing broker (session, in-order ack
 //!   tracker) and the listener devices connect to (codec, per-connection ack state, auth, TLS).
@@ -32,6 +34,7 @@ pub mod alloc;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod egress;
 pub mod kafka_api;
 pub mod log;
 pub mod message;

@@ -69,6 +69,7 @@ pub fn check(config: &Config) -> Vec<Issue> {
             }
         }
     }
+    issues.extend(crate::egress::check(config));
     if config.log.backend == Backend::Kafka {
         let kafka = &config.log.kafka;
         for (path, message) in sink::kafka::check_properties(kafka) {

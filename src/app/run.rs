@@ -7,6 +7,7 @@
 use super::prepare::{prepare, Access, PrepareError, Prepared};
 use super::reload;
 use crate::config::{Config, Issue};
+use crate::egress::{self, publisher::BrokerPublisher, Egress};
 use crate::kafka_api::{KafkaApi, ServerOptions};
 use crate::log::offsets::GroupOffsets;
 use crate::log::Log;
@@ -191,9 +192,33 @@ pub async fn run(
         deliveries,
         live,
         sink.clone(),
-        watch.map(|w| w.metrics),
+        watch.as_ref().map(|w| w.metrics.clone()),
     ));
 
+    let egress = match (&config.mqtt, backend.embedded_log()) {
+        (Some(mqtt), Some(log)) if !config.egress.is_empty() => {
+            let (routes, _) = egress::compile(&config.egress);
+            // Made now, so services can produce commands before the first one is delivered.
+            for route in &routes {
+                let partitions = config.topics.get(&route.from).partitions;
+                log.create_topic(&route.from, partitions)?;
+            }
+            let publisher = BrokerPublisher::start(mqtt)?;
+            tracing::info!(routes = routes.len(), "egress running");
+            Some(Egress::start(
+                routes,
+                publisher,
+                egress::Wiring {
+                    log: log.clone(),
+                    log_dir: config.log.embedded.dir.clone(),
+                    sink: sink.clone(),
+                    dead_letter_topic: config.dead_letter.topic.clone(),
+                    metrics: watch.as_ref().map(|w| w.metrics.clone()),
+                },
+            ))
+        }
+        _ => None,
+    };
     let mut current = config;
     tokio::pin!(shutdown);
     loop {
@@ -239,6 +264,9 @@ pub async fn run(
             tracing::error!("messages still in flight after {DRAIN:?}; they stay unacked and the broker redelivers them");
             pipeline.abort();
         }
+    }
+    if let Some(egress) = egress {
+        egress.stop().await;
     }
     if let Some(ingress) = ingress {
         ingress.disconnect(Duration::from_secs(5)).await;

@@ -1,8 +1,8 @@
 //! `tributary topics` and `tributary consume`: read the embedded log as it is on disk, without
 //! taking the writer's lock, while `run` may be writing.
 
+use crate::log::positions::Positions;
 use crate::log::{batch, LogError, LogReader, Offset};
-use crate::sink::buffered::positions::Positions;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 use std::io::Write;
@@ -20,7 +20,7 @@ pub fn topics(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
 /// As [`topics`], for the buffer of `delivery: buffered`: each partition's forwarded position
 /// (every record below it is in Kafka) and lag too.
 pub fn buffered_topics(dir: &Path, out: &mut impl Write) -> anyhow::Result<()> {
-    topics_with(dir, Some(&Positions::new(dir)), out)
+    topics_with(dir, Some(&Positions::forwarded(dir)), out)
 }
 
 fn topics_with(

@@ -2,9 +2,9 @@
 //! deserialized on its own so one run reports every unknown key and bad value, not the first.
 
 use super::{
-    validate, BufferConfig, Config, DeadLetterConfig, EmbeddedConfig, HttpConfig, KafkaConfig,
-    ListenerAuthConfig, ListenerConfig, ListenerTlsConfig, LogConfig, MqttConfig, RetentionConfig,
-    RouteConfig, TlsConfig, TopicConfig,
+    validate, BufferConfig, Config, DeadLetterConfig, EgressRouteConfig, EmbeddedConfig,
+    HttpConfig, KafkaConfig, ListenerAuthConfig, ListenerConfig, ListenerTlsConfig, LogConfig,
+    MqttConfig, RetentionConfig, RouteConfig, TlsConfig, TopicConfig,
 };
 use figment::providers::{Format, Serialized, Yaml};
 use figment::Figment;
@@ -187,7 +187,23 @@ fn sections(root: Value, issues: &mut Vec<Issue>) -> Option<Config> {
         dead_letter: section(&mut root, "dead_letter", issues),
         http: section(&mut root, "http", issues),
         routes: Vec::new(),
+        egress: Vec::new(),
     };
+    match root.remove("egress") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.into_iter().enumerate() {
+                let path = format!("egress[{i}]");
+                if let Some(route) = deserialize::<EgressRouteConfig>(&path, item, issues) {
+                    config.egress.push(EgressRouteConfig { index: i, ..route });
+                }
+            }
+        }
+        Some(other) => issues.push(Issue::new(
+            "egress",
+            format!("expected a list of egress routes, found {other}"),
+        )),
+    }
     match root.remove("routes") {
         None | Some(Value::Null) => issues.push(Issue::new(
             "routes",
@@ -365,6 +381,7 @@ fn valid_keys(parent: &str) -> Option<&'static [&'static str]> {
         "log.kafka" => fields::<KafkaConfig>(),
         "log.kafka.buffer" => fields::<BufferConfig>(),
         "routes[]" => fields::<RouteConfig>(),
+        "egress[]" => fields::<EgressRouteConfig>(),
         "dead_letter" => fields::<DeadLetterConfig>(),
         "http" => fields::<HttpConfig>(),
         s if s.starts_with("topics.") && !s["topics.".len()..].contains('.') => {

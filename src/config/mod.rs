@@ -3,11 +3,13 @@
 //! [`load`] reads and checks everything it can before start and reports every problem at once,
 //! each naming the file (or variable), the key path and what would be valid.
 
+mod egress;
 mod listener;
 mod load;
 mod units;
 mod validate;
 
+pub use egress::{EgressRouteConfig, EgressStart};
 pub use listener::{ListenerAuthConfig, ListenerConfig, ListenerTlsConfig};
 pub use load::{
     load, load_checked, load_figment, load_figment_checked, with_env, ConfigError, Issue,
@@ -33,6 +35,8 @@ pub struct Config {
     pub topics: TopicsConfig,
     pub routes: Vec<RouteConfig>,
     pub dead_letter: DeadLetterConfig,
+    /// Log topics back to MQTT devices; none by default.
+    pub egress: Vec<EgressRouteConfig>,
     pub http: HttpConfig,
 }
 

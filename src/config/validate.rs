@@ -4,6 +4,7 @@
 
 use super::{
     Backend, Config, FsyncPolicy, Issue, KafkaDelivery, ListenerConfig, MqttConfig, MqttVersion,
+    Qos,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,7 +33,30 @@ pub fn check(config: &Config, issues: &mut Vec<Issue>) {
     }
     log(config, issues);
     topics(config, issues);
+    egress(config, issues);
     listeners_apart(config, issues);
+}
+
+fn egress(config: &Config, issues: &mut Vec<Issue>) {
+    let mut names = std::collections::BTreeSet::new();
+    for route in &config.egress {
+        let at = |key: &str| format!("egress[{}].{key}", route.index);
+        if route.qos == Qos::ExactlyOnce {
+            issues.push(Issue::new(
+                at("qos"),
+                "egress publishes at QoS 0 or 1 (at-least-once to devices); use 1",
+            ));
+        }
+        if route.from.is_empty() {
+            issues.push(Issue::new(
+                at("from"),
+                "name the log topic to read, e.g. commands",
+            ));
+        }
+        if !names.insert(route.name()) {
+            issues.push(Issue::new(at("name"), format!("{:?} is the name of an earlier egress route; each needs its own (it names the committed positions)", route.name())));
+        }
+    }
 }
 
 /// Every socket Tributary listens on needs its own address.

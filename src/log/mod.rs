@@ -24,6 +24,7 @@ pub mod batch;
 pub mod index;
 pub mod offsets;
 pub mod partition;
+pub mod positions;
 pub mod read;
 pub mod segment;
 pub mod writer;

@@ -76,6 +76,8 @@ pub struct Metrics {
     log_end_offset: IntGaugeVec,
     consumer_group_lag: IntGaugeVec,
     forward_lag: IntGaugeVec,
+    egress_delivered: IntCounterVec,
+    egress_lag: IntGaugeVec,
     /// One scrape at a time: the scrape-time gauges are cleared and filled again.
     scrape: Mutex<()>,
 }
@@ -206,6 +208,16 @@ impl Metrics {
                 "Buffered delivery: records in the local buffer not yet in Kafka, per topic",
                 &["topic"],
             ),
+            egress_delivered: counter_vec(
+                "tributary_egress_delivered_total",
+                "Log records delivered to MQTT by an egress route (PUBACKed at QoS 1)",
+                &["route"],
+            ),
+            egress_lag: gauge_vec(
+                "tributary_egress_lag_records",
+                "Records of an egress route's topic not yet delivered, over its partitions",
+                &["route"],
+            ),
             registry,
             scrape: Mutex::new(()),
         };
@@ -228,6 +240,15 @@ impl Metrics {
             },
             ack_latency: self.ack_latency.clone(),
         }
+    }
+
+    /// An egress route's counters: delivered records, and the lag gauge each partition task
+    /// moves by its own change.
+    pub fn egress(&self, route: &str) -> (IntCounter, IntGauge) {
+        (
+            self.egress_delivered.with_label_values(&[route]),
+            self.egress_lag.with_label_values(&[route]),
+        )
     }
 
     /// The `records_appended_total` counter of a log topic.

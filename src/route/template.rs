@@ -59,40 +59,13 @@ pub enum RenderError {
 impl Template {
     /// Parses `raw`, resolving capture names against the route's filter.
     pub fn parse(raw: &str, filter: &Filter) -> Result<Template, TemplateError> {
-        let mut segments = Vec::new();
-        let mut literal = String::new();
-        let mut chars = raw.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '{' if chars.peek().map(|(_, c)| *c) == Some('{') => {
-                    chars.next();
-                    literal.push('{');
-                }
-                '}' if chars.peek().map(|(_, c)| *c) == Some('}') => {
-                    chars.next();
-                    literal.push('}');
-                }
-                '}' => return Err(TemplateError::Unmatched),
-                '{' => {
-                    let end = raw[i + 1..].find('}').ok_or(TemplateError::Unclosed)? + i + 1;
-                    let name = &raw[i + 1..end];
-                    if name.contains('{') {
-                        return Err(TemplateError::Unclosed);
-                    }
-                    while chars.peek().is_some_and(|(j, _)| *j <= end) {
-                        chars.next();
-                    }
-                    if !literal.is_empty() {
-                        segments.push(Segment::Literal(std::mem::take(&mut literal)));
-                    }
-                    segments.push(placeholder(name, filter)?);
-                }
-                c => literal.push(c),
-            }
-        }
-        if !literal.is_empty() || segments.is_empty() {
-            segments.push(Segment::Literal(literal));
-        }
+        let segments = pieces(raw)?
+            .into_iter()
+            .map(|piece| match piece {
+                Piece::Literal(text) => Ok(Segment::Literal(text)),
+                Piece::Placeholder(name) => placeholder(name, filter),
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Template { segments })
     }
 
@@ -158,10 +131,59 @@ impl Template {
     }
 }
 
-fn placeholder(name: &str, filter: &Filter) -> Result<Segment, TemplateError> {
-    if name.is_empty() {
-        return Err(TemplateError::EmptyPlaceholder);
+/// A piece of a template's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// Text as it is (`{{` and `}}` already made single braces).
+    Literal(String),
+    /// The name between `{` and `}`.
+    Placeholder(&'a str),
+}
+
+/// Splits a template into literal text and placeholders, in order; a template with no text
+/// at all is one empty literal. Each kind of template gives the placeholders its meaning.
+pub fn pieces(raw: &str) -> Result<Vec<Piece<'_>>, TemplateError> {
+    let mut pieces = Vec::new();
+    let mut literal = String::new();
+    let mut chars = raw.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '{' if chars.peek().map(|(_, c)| *c) == Some('{') => {
+                chars.next();
+                literal.push('{');
+            }
+            '}' if chars.peek().map(|(_, c)| *c) == Some('}') => {
+                chars.next();
+                literal.push('}');
+            }
+            '}' => return Err(TemplateError::Unmatched),
+            '{' => {
+                let end = raw[i + 1..].find('}').ok_or(TemplateError::Unclosed)? + i + 1;
+                let name = &raw[i + 1..end];
+                if name.contains('{') {
+                    return Err(TemplateError::Unclosed);
+                }
+                if name.is_empty() {
+                    return Err(TemplateError::EmptyPlaceholder);
+                }
+                while chars.peek().is_some_and(|(j, _)| *j <= end) {
+                    chars.next();
+                }
+                if !literal.is_empty() {
+                    pieces.push(Piece::Literal(std::mem::take(&mut literal)));
+                }
+                pieces.push(Piece::Placeholder(name));
+            }
+            c => literal.push(c),
+        }
     }
+    if !literal.is_empty() || pieces.is_empty() {
+        pieces.push(Piece::Literal(literal));
+    }
+    Ok(pieces)
+}
+
+fn placeholder(name: &str, filter: &Filter) -> Result<Segment, TemplateError> {
     if name == "topic" {
         return Ok(Segment::Topic);
     }
@@ -202,7 +224,8 @@ fn placeholder(name: &str, filter: &Filter) -> Result<Segment, TemplateError> {
     }
 }
 
-fn lookup<'v>(mut value: &'v Value, path: &[String]) -> Option<&'v Value> {
+/// Looks up `path` in a JSON value: object keys, or array indexes where the key is a number.
+pub fn lookup<'v>(mut value: &'v Value, path: &[String]) -> Option<&'v Value> {
     for key in path {
         value = match value {
             Value::Object(map) => map.get(key)?,

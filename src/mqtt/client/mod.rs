@@ -385,7 +385,11 @@ impl Poller {
                     tracing::info!("MQTT disconnected");
                     return;
                 }
-                Ok(SessionEvent::Other) => {}
+                Ok(
+                    SessionEvent::Other
+                    | SessionEvent::PublishSent { .. }
+                    | SessionEvent::PubAck { .. },
+                ) => {}
                 Err(error) => {
                     {
                         let mut state = self.acker.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -40,6 +40,14 @@ pub enum SessionEvent {
         message: Message,
         pkid: u16,
     },
+    /// One of our PUBLISHes went out (0 at QoS 0); a packet id seen again is a resend.
+    PublishSent {
+        pkid: u16,
+    },
+    /// The broker acknowledged our QoS 1 PUBLISH.
+    PubAck {
+        pkid: u16,
+    },
     /// Our DISCONNECT went out: the session is over.
     DisconnectSent,
     Other,
@@ -194,6 +202,25 @@ impl Client {
         Ok(())
     }
 
+    /// Queues a PUBLISH; its packet id shows in `PublishSent`, its PUBACK in `PubAck`.
+    pub fn try_publish(
+        &self,
+        topic: String,
+        payload: bytes::Bytes,
+        qos: Qos,
+        retain: bool,
+    ) -> Result<(), SessionError> {
+        let result = match self {
+            Client::V5(c) => c
+                .try_publish(topic, self::qos(qos).1, retain, payload)
+                .map_err(|e| e.to_string()),
+            Client::V3(c) => c
+                .try_publish(topic, self::qos(qos).0, retain, payload.to_vec())
+                .map_err(|e| e.to_string()),
+        };
+        result.map_err(SessionError::Client)
+    }
+
     pub fn try_disconnect(&self) -> Result<(), SessionError> {
         let result = match self {
             Client::V5(c) => c.try_disconnect().map_err(|e| e.to_string()),
@@ -246,6 +273,10 @@ impl Session {
                             pkid: p.pkid,
                         }
                     }
+                    Event::Incoming(Packet::PubAck(a)) => SessionEvent::PubAck { pkid: a.pkid },
+                    Event::Outgoing(rumqttc::Outgoing::Publish(pkid)) => {
+                        SessionEvent::PublishSent { pkid }
+                    }
                     Event::Outgoing(rumqttc::Outgoing::Disconnect) => SessionEvent::DisconnectSent,
                     _ => SessionEvent::Other,
                 })
@@ -283,6 +314,10 @@ impl Session {
                             message,
                             pkid: p.pkid,
                         }
+                    }
+                    Event::Incoming(Packet::PubAck(a)) => SessionEvent::PubAck { pkid: a.pkid },
+                    Event::Outgoing(rumqttc::Outgoing::Publish(pkid)) => {
+                        SessionEvent::PublishSent { pkid }
                     }
                     Event::Outgoing(rumqttc::Outgoing::Disconnect) => SessionEvent::DisconnectSent,
                     _ => SessionEvent::Other,

@@ -3,8 +3,8 @@
 //! time, so order needs nothing more; after a crash it starts again at the stored position, so
 //! Kafka sees at most one batch twice, and never misses one.
 
-use super::positions::Positions;
 use crate::log::batch::DecodedRecord;
+use crate::log::positions::Positions;
 use crate::log::{Offset, PartitionShared};
 use crate::record::{Header, Record};
 use crate::route::partition::partition_for_key;

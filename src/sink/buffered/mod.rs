@@ -9,17 +9,16 @@
 //! Nothing is dropped.
 
 mod forwarder;
-pub mod positions;
 
 use super::embedded::EmbeddedSink;
 use super::kafka::KafkaSink;
 use super::{Sink, SinkError};
 use crate::config::Config;
+use crate::log::positions::Positions;
 use crate::log::{Log, LogOptions, Offset};
 use crate::record::Record;
 use crate::route::PartitionCounts;
 use forwarder::{Forwarder, Progress};
-use positions::Positions;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -96,7 +95,7 @@ impl BufferedSink {
             max_bytes: buffer.max_bytes.0,
             forwarders: Arc::new(Forwarders {
                 running: Mutex::new(HashMap::new()),
-                positions: Positions::new(&buffer.dir),
+                positions: Positions::forwarded(&buffer.dir),
                 dead_letter_topic: config.dead_letter.topic.clone(),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),

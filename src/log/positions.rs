@@ -1,26 +1,37 @@
-//! Forwarded positions: per buffered partition, the offset below which every record is in
-//! Kafka. Stored durably in the buffer dir, in `@forwarded/<topic>-<partition>` (a decimal
-//! offset), written atomically and only after Kafka's delivery report. '@' cannot start a topic
-//! name, so the log never takes the folder for a topic.
+//! Durable read positions: per partition, the offset below which a reader is done with every
+//! record. Each position is one small file `<topic>-<partition>` (a decimal offset) in a folder
+//! whose name starts with '@' (no topic name can, so the log never takes it for a topic),
+//! written atomically. The buffered Kafka sink keeps what it forwarded in
+//! `<buffer dir>/@forwarded/`; each egress route what it delivered in `<dir>/@egress/<route>/`.
 
-use crate::log::{write_atomic, LogError, Offset};
+use super::{write_atomic, LogError, Offset};
 use std::path::{Path, PathBuf};
 
-/// The folder, inside the buffer dir.
+/// The folder of the buffered sink's forwarded positions, inside the buffer dir.
 pub const FORWARDED_DIR: &str = "@forwarded";
+/// The folder of the egress routes' delivered positions, inside the log dir.
+pub const EGRESS_DIR: &str = "@egress";
 
-/// Where the forwarded positions of one buffer dir live.
+/// One folder of positions.
 #[derive(Debug, Clone)]
 pub struct Positions {
     dir: PathBuf,
 }
 
 impl Positions {
-    /// The positions of the buffer in `buffer_dir` (the folder is made on the first store).
-    pub fn new(buffer_dir: &Path) -> Positions {
-        Positions {
-            dir: buffer_dir.join(FORWARDED_DIR),
-        }
+    /// The positions kept in `dir` (made on the first store).
+    pub fn in_dir(dir: PathBuf) -> Positions {
+        Positions { dir }
+    }
+
+    /// What a buffered sink forwarded from the buffer in `buffer_dir`.
+    pub fn forwarded(buffer_dir: &Path) -> Positions {
+        Positions::in_dir(buffer_dir.join(FORWARDED_DIR))
+    }
+
+    /// What the egress route `route` delivered from the log in `log_dir`.
+    pub fn egress(log_dir: &Path, route: &str) -> Positions {
+        Positions::in_dir(log_dir.join(EGRESS_DIR).join(route))
     }
 
     fn path(&self, topic: &str, partition: u32) -> PathBuf {
@@ -65,13 +76,13 @@ mod tests {
     #[test]
     fn positions_round_trip_and_start_empty() {
         let dir = tempfile::tempdir().unwrap();
-        let positions = Positions::new(dir.path());
+        let positions = Positions::forwarded(dir.path());
         assert_eq!(positions.load("t.x-1", 3).unwrap(), None);
         positions.store("t.x-1", 3, Offset(42)).unwrap();
         positions.store("t.x-1", 3, Offset(43)).unwrap();
         assert_eq!(positions.load("t.x-1", 3).unwrap(), Some(Offset(43)));
         assert_eq!(positions.load("t.x-1", 4).unwrap(), None);
-        let again = Positions::new(dir.path());
+        let again = Positions::forwarded(dir.path());
         assert_eq!(again.load("t.x-1", 3).unwrap(), Some(Offset(43)));
         std::fs::write(dir.path().join(FORWARDED_DIR).join("t-0"), "x").unwrap();
         assert!(matches!(again.load("t", 0), Err(LogError::Corrupt { .. })));
