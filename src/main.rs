@@ -53,6 +53,22 @@ enum Command {
         #[arg(long)]
         payload_file: Option<PathBuf>,
     },
+    /// Dry run of the egress routes reading TOPIC: one JSON line per MQTT PUBLISH a record
+    /// would become (or the dead letter it would be).
+    EgressRoute {
+        /// The log topic the record is in.
+        topic: String,
+        #[arg(long)]
+        key: Option<String>,
+        /// The record's value.
+        #[arg(long, default_value = "")]
+        payload: String,
+        /// A record header, NAME=VALUE (repeatable).
+        #[arg(long = "header", value_parser = parse_header)]
+        headers: Vec<(String, String)>,
+        #[arg(long, default_value_t = 0)]
+        partition: u32,
+    },
     /// Print a `listener.auth.users_file` line for USER: reads the password from stdin (no
     /// echo on a terminal) and hashes it with argon2id. Needs no config.
     Passwd { user: String },
@@ -138,6 +154,13 @@ fn main() -> ExitCode {
                 _ => check(&file, &config, &router),
             }
         }
+        Command::EgressRoute {
+            topic,
+            key,
+            payload,
+            headers,
+            partition,
+        } => egress_route(&config, &topic, key, payload, headers, partition),
         Command::Run => return run(&runtime, &cli.config, config),
         Command::Passwd { .. } => unreachable!("handled before the config is loaded"),
         Command::Reload => reload(&cli.config),
@@ -251,6 +274,45 @@ fn route(
     }
     for record in &records {
         println!("{}", tributary::cli::record_json(record));
+    }
+    Ok(())
+}
+
+fn parse_header(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{raw:?}: write NAME=VALUE"))
+}
+
+fn egress_route(
+    config: &config::Config,
+    topic: &str,
+    key: Option<String>,
+    payload: String,
+    headers: Vec<(String, String)>,
+    partition: u32,
+) -> anyhow::Result<()> {
+    use tributary::log::batch::{DecodedHeader, DecodedRecord};
+    let (routes, _) = tributary::egress::compile(&config.egress);
+    let record = DecodedRecord {
+        offset: 0,
+        timestamp_ms: tributary::message::now_ms(),
+        key: key.map(|k| k.into_bytes().into()),
+        value: Some(payload.into_bytes().into()),
+        headers: headers
+            .into_iter()
+            .map(|(key, value)| DecodedHeader {
+                key,
+                value: Some(value.into_bytes().into()),
+            })
+            .collect(),
+    };
+    let reading: Vec<_> = routes.iter().filter(|r| r.from == topic).collect();
+    if reading.is_empty() {
+        say("WARN", &format!("no egress route reads {topic}"));
+    }
+    for route in reading {
+        println!("{}", tributary::cli::egress_json(route, &record, partition));
     }
     Ok(())
 }

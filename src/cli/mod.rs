@@ -3,7 +3,7 @@
 pub mod consume;
 pub mod passwd;
 
-use crate::config::{Backend, Config, FsyncPolicy, MqttVersion};
+use crate::config::{Backend, Config, EgressStart, FsyncPolicy, MqttVersion};
 use crate::message::Qos;
 use crate::record::Record;
 use crate::route::Router;
@@ -104,6 +104,24 @@ pub fn check_report(file: &str, config: &Config, router: &Router) -> String {
         }
     }
     let _ = writeln!(out, "dead letters: {}", config.dead_letter.topic);
+    if !config.egress.is_empty() {
+        let _ = writeln!(out, "egress (via the broker client):");
+        for e in &config.egress {
+            let start = match e.start {
+                EgressStart::Earliest => "earliest",
+                EgressStart::Latest => "latest",
+            };
+            let retain = if e.retain { ", retain" } else { "" };
+            let _ = writeln!(
+                out,
+                "  {}: {} -> {}, qos {}{retain}, starts at {start}",
+                e.name(),
+                e.from,
+                e.to,
+                u8::from(e.qos)
+            );
+        }
+    }
     if let Some(m) = &config.mqtt {
         let _ = writeln!(out, "subscriptions:");
         for sub in router.subscriptions() {
@@ -139,5 +157,25 @@ pub fn record_json(record: &Record) -> Value {
         .collect();
     line.insert("headers".into(), Value::Object(headers));
     consume::insert_bytes(&mut line, "value", Some(&record.value));
+    Value::Object(line)
+}
+
+/// One `egress-route` dry-run line: the PUBLISH an egress route makes of a record
+/// (`{"route","topic","qos","retain","payload"}`), or the dead letter it would be
+/// (`{"route","dead_letter"}` with the reason).
+pub fn egress_json(route: &crate::egress::EgressRoute, record: &crate::log::batch::DecodedRecord, partition: u32) -> Value {
+    let mut line = Map::new();
+    line.insert("route".into(), json!(&*route.name));
+    match route.outgoing(record, partition) {
+        Ok(publish) => {
+            line.insert("topic".into(), json!(publish.topic));
+            line.insert("qos".into(), json!(u8::from(publish.qos)));
+            line.insert("retain".into(), json!(publish.retain));
+            consume::insert_bytes(&mut line, "payload", Some(&publish.payload));
+        }
+        Err(why) => {
+            line.insert("dead_letter".into(), json!(why));
+        }
+    }
     Value::Object(line)
 }
