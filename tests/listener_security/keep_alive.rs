@@ -24,7 +24,7 @@ fn a_silent_client_is_disconnected_after_one_and_a_half_keep_alives() {
     let after = start.elapsed();
     assert_eq!(
         disconnect.wire(),
-        vec![0xE0, 0x01, 0x8D],
+        vec![0xE0, 0x02, 0x8D, 0x00],
         "keep alive timeout"
     );
     raw.closed(ANSWER, "after DISCONNECT 0x8D");
@@ -62,7 +62,7 @@ fn pingreq_is_answered_and_keeps_the_connection_open() {
     // Then silence: cut off again.
     let start = Instant::now();
     let disconnect = raw.packet("DISCONNECT");
-    assert_eq!(disconnect.wire(), vec![0xE0, 0x01, 0x8D]);
+    assert_eq!(disconnect.wire(), vec![0xE0, 0x02, 0x8D, 0x00]);
     assert!(start.elapsed() <= LATEST, "{:?}", start.elapsed());
     raw.closed(ANSWER, "after DISCONNECT 0x8D");
     v4.join().unwrap();

@@ -217,11 +217,16 @@ pub fn read(
     let Some(frame) = frame(buf, max_size)? else {
         return Ok(None);
     };
-    // An MQTT 5 DISCONNECT may have no body (reason 0x00); rumqttc wants one.
-    if version == Version::V5 && buf[0] == 0xE0 && frame.body_len == 0 {
-        buf.advance(frame.header_len);
+    // An MQTT 5 DISCONNECT may stop after its reason code, or have no body at all (reason
+    // 0x00; MQTT-3.14.2.1); rumqttc wants the property length too.
+    if version == Version::V5 && buf[0] == 0xE0 && frame.body_len <= 1 {
+        let reason = match frame.body_len {
+            0 => 0x00,
+            _ => buf[frame.header_len],
+        };
+        buf.advance(frame.header_len + frame.body_len);
         return Ok(Some(Inbound::Disconnect {
-            with_will: false,
+            with_will: reason == 0x04,
             session_expiry: None,
         }));
     }
@@ -357,8 +362,9 @@ pub fn write(version: Version, packet: &Outbound, buf: &mut BytesMut) {
         }
         Outbound::PingResp => buf.put_slice(&[0xD0, 0x00]),
         Outbound::Disconnect { reason } => {
+            // With the (empty) property length: some clients (rumqttc) read no shorter form.
             if v5 {
-                buf.put_slice(&[0xE0, 0x01, *reason as u8]);
+                buf.put_slice(&[0xE0, 0x02, *reason as u8, 0x00]);
             }
         }
     }
@@ -482,7 +488,7 @@ fn connect_v5(
     will: Option<v5::LastWill>,
     login: Option<v5::Login>,
 ) -> Result<Connect, CodecError> {
-    let properties = c.properties.unwrap_or_else(v5::ConnectProperties::new);
+    let properties = c.properties.unwrap_or_default();
     if properties.authentication_method.is_some() {
         return Err(CodecError::Malformed(
             "enhanced authentication (AUTH) is not supported".into(),
@@ -544,6 +550,7 @@ fn connack_v5(reason: Reason) -> v5::ConnectReturnCode {
         Reason::BadAuthenticationMethod => C::BadAuthenticationMethod,
         Reason::PacketTooLarge => C::PacketTooLarge,
         Reason::QuotaExceeded => C::QuotaExceeded,
+        Reason::TopicNameInvalid => C::TopicNameInvalid,
         Reason::ServerShuttingDown => C::ServerUnavailable,
         _ => C::UnspecifiedError,
     }
@@ -673,15 +680,19 @@ mod tests {
     }
 
     #[test]
-    fn a_bodiless_v5_disconnect_is_a_normal_one() {
-        let mut buf = BytesMut::from(&[0xE0u8, 0x00, 0xC0, 0x00][..]);
-        assert_eq!(
-            read(Version::V5, &mut buf, 1024),
-            Ok(Some(Inbound::Disconnect {
-                with_will: false,
-                session_expiry: None
-            }))
-        );
+    fn short_v5_disconnects_are_read_as_sent() {
+        // No body (0x00), a reason code alone (0x00, then 0x04), then a PINGREQ.
+        let bytes = [0xE0u8, 0x00, 0xE0, 0x01, 0x00, 0xE0, 0x01, 0x04, 0xC0, 0x00];
+        let mut buf = BytesMut::from(&bytes[..]);
+        for with_will in [false, false, true] {
+            assert_eq!(
+                read(Version::V5, &mut buf, 1024),
+                Ok(Some(Inbound::Disconnect {
+                    with_will,
+                    session_expiry: None
+                }))
+            );
+        }
         assert_eq!(
             read(Version::V5, &mut buf, 1024),
             Ok(Some(Inbound::PingReq))

@@ -172,6 +172,19 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
             }
             (true, ..) => (shared.assign_client_id(), true),
         };
+        if let Some(will) = &will {
+            if will.topic.is_empty() || will.topic.contains(['+', '#', '\0']) {
+                let why = format!("the will topic {:?} is not a topic name", will.topic);
+                match self.version {
+                    Version::V5 => self.refuse_connect(Reason::TopicNameInvalid, &why).await,
+                    // 3.1.1 has no code for it: a malformed CONNECT is closed unanswered.
+                    Version::V4 => {
+                        tracing::info!(peer = %self.peer, "MQTT CONNECT refused: {why}")
+                    }
+                }
+                return;
+            }
+        }
         let auth = shared.auth.clone();
         let verdict = tokio::task::spawn_blocking(move || {
             auth.check(username.as_deref(), password.as_deref())
