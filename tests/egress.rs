@@ -1,7 +1,8 @@
-//! Egress from the embedded log to devices through a real Mosquitto: commands produced with
-//! a real Kafka client (rdkafka) to Tributary's Kafka listener reach an MQTT subscriber on
+//! Egress to devices through a real Mosquitto, from the embedded log and from a real Kafka
+//! broker: commands produced with a real Kafka client (rdkafka) reach an MQTT subscriber on
 //! `devices/<key>/commands`, every one, in order per key, across a SIGKILL of the gateway; a
-//! record whose template cannot be filled becomes a dead letter and delivery goes on.
+//! record whose template cannot be filled becomes a dead letter and delivery goes on. The
+//! scenario is stated once and run against both.
 
 mod support;
 
@@ -13,21 +14,72 @@ use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::kafka::KafkaBroker;
 use support::{free_port, wait_until, Gateway, Mosquitto};
 
 const KEYS: usize = 10;
+const PARTITIONS: i32 = 3;
 
-fn config(broker: &Mosquitto, kafka_port: u16) -> String {
+/// Where the commands are produced, and the gateway reads them.
+enum Log {
+    /// The embedded log, produced to through the gateway's Kafka listener on this port.
+    Embedded(u16),
+    /// A real Kafka broker: `log.backend: kafka`.
+    Kafka(String),
+}
+
+impl Log {
+    fn embedded() -> Log {
+        Log::Embedded(free_port())
+    }
+
+    /// The shared test broker, with `topic` made (3 partitions).
+    async fn kafka(topic: &str) -> Log {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        let bootstrap = KafkaBroker::shared().bootstrap();
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        let made = admin
+            .create_topics(
+                &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await
+            .unwrap();
+        assert!(made.iter().all(Result::is_ok), "{made:?}");
+        Log::Kafka(bootstrap)
+    }
+
+    fn bootstrap(&self) -> String {
+        match self {
+            Log::Embedded(port) => format!("127.0.0.1:{port}"),
+            Log::Kafka(bootstrap) => bootstrap.clone(),
+        }
+    }
+}
+
+fn config(broker: &Mosquitto, log: &Log, topic: &str) -> String {
+    let log = match log {
+        Log::Embedded(port) => format!("{{ embedded: {{ dir: DATA_DIR, fsync_interval: 2ms, kafka_listener: 127.0.0.1:{port} }} }}"),
+        Log::Kafka(bootstrap) => format!("{{ backend: kafka, kafka: {{ bootstrap_servers: \"{bootstrap}\" }} }}"),
+    };
     format!(
-        "mqtt: {{ url: \"{}\", client_id: egress-test, keep_alive: 5s }}\n\
-         log: {{ embedded: {{ dir: DATA_DIR, fsync_interval: 2ms, kafka_listener: 127.0.0.1:{kafka_port} }} }}\n\
-         topics: {{ default: {{ partitions: 3 }}, commands: {{ partitions: 3 }} }}\n\
+        "mqtt: {{ url: \"{}\", client_id: egress-{topic}, keep_alive: 5s }}\n\
+         log: {log}\n\
+         topics: {{ default: {{ partitions: 3 }}, {topic}: {{ partitions: {PARTITIONS} }} }}\n\
          http: {{ listen: null }}\n\
          routes: [{{ from: \"devices/{{device}}/telemetry\", to: telemetry }}]\n\
          egress:\n\
-         \x20 - {{ name: commands, from: commands, to: \"devices/{{key}}/commands\", qos: 1, start: earliest }}\n",
+         \x20 - {{ name: commands, from: {topic}, to: \"devices/{{key}}/commands\", qos: 1, start: earliest }}\n",
         broker.url()
     )
+}
+
+fn unique(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
 }
 
 /// An MQTT 5 subscriber on `devices/+/commands` that records (topic, payload) in arrival order.
@@ -72,17 +124,18 @@ fn subscriber(port: u16) -> Arc<Mutex<Vec<(String, String)>>> {
     received
 }
 
-fn producer(kafka_port: u16) -> FutureProducer {
+fn producer(log: &Log) -> FutureProducer {
     ClientConfig::new()
-        .set("bootstrap.servers", format!("127.0.0.1:{kafka_port}"))
+        .set("bootstrap.servers", log.bootstrap())
         .set("acks", "all")
         .set("linger.ms", "2")
         .create()
         .unwrap()
 }
 
-/// Produces commands `range` keyed `d<i % KEYS>`, value `d<k>:<i>`, waiting for each ack.
-async fn produce(producer: &FutureProducer, range: std::ops::Range<usize>) {
+/// Produces commands `range` to `topic`, keyed `d<i % KEYS>`, value `d<k>:<i>`, waiting for
+/// each ack.
+async fn produce(producer: &FutureProducer, topic: &str, range: std::ops::Range<usize>) {
     let sends: Vec<_> = range
         .map(|i| {
             let key = format!("d{}", i % KEYS);
@@ -90,7 +143,7 @@ async fn produce(producer: &FutureProducer, range: std::ops::Range<usize>) {
             async move {
                 producer
                     .send(
-                        FutureRecord::to("commands").key(&key).payload(&value),
+                        FutureRecord::to(topic).key(&key).payload(&value),
                         Duration::from_secs(10),
                     )
                     .await
@@ -104,16 +157,27 @@ async fn produce(producer: &FutureProducer, range: std::ops::Range<usize>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commands_reach_devices_in_order_across_a_sigkill() {
+async fn from_the_embedded_log_commands_reach_devices_in_order_across_a_sigkill() {
+    commands_across_a_sigkill(Log::embedded(), "commands").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_kafka_commands_reach_devices_in_order_across_a_sigkill() {
+    let topic = unique("commands");
+    commands_across_a_sigkill(Log::kafka(&topic).await, &topic).await;
+}
+
+/// 2,000 keyed commands, half before a SIGKILL of the gateway and half after its restart:
+/// every one reaches its device's topic, first deliveries in produced order per key.
+async fn commands_across_a_sigkill(log: Log, topic: &str) {
     const N: usize = 2000;
     let broker = Mosquitto::start();
-    let kafka_port = free_port();
-    let mut gw = Gateway::new(&config(&broker, kafka_port));
+    let mut gw = Gateway::new(&config(&broker, &log, topic));
     gw.start();
     let received = subscriber(broker.port);
-    let producer = producer(kafka_port);
+    let producer = producer(&log);
 
-    produce(&producer, 0..N / 2).await;
+    produce(&producer, topic, 0..N / 2).await;
     let count = || received.lock().unwrap().len();
     assert!(
         wait_until(Duration::from_secs(20), || count() >= N / 4),
@@ -124,7 +188,7 @@ async fn commands_reach_devices_in_order_across_a_sigkill() {
     gw.kill();
     let at_kill = count();
     gw.start();
-    produce(&producer, N / 2..N).await;
+    produce(&producer, topic, N / 2..N).await;
 
     let distinct = || {
         let got = received.lock().unwrap();
@@ -165,7 +229,7 @@ async fn commands_reach_devices_in_order_across_a_sigkill() {
         assert_eq!(seen.len(), N / KEYS, "{key}");
     }
     println!(
-        "egress across a SIGKILL: {N} produced, {} delivered, lost 0, duplicates {duplicates} (killed after {at_kill} deliveries)",
+        "egress from {topic} across a SIGKILL: {N} produced, {} delivered, lost 0, duplicates {duplicates} (killed after {at_kill} deliveries)",
         got.len()
     );
     // Redelivery is bounded by what was published and not yet committed: one round per
@@ -177,11 +241,11 @@ async fn commands_reach_devices_in_order_across_a_sigkill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfillable_template_makes_a_dead_letter_and_delivery_goes_on() {
     let broker = Mosquitto::start();
-    let kafka_port = free_port();
-    let mut gw = Gateway::new(&config(&broker, kafka_port));
+    let log = Log::embedded();
+    let mut gw = Gateway::new(&config(&broker, &log, "commands"));
     gw.start();
     let received = subscriber(broker.port);
-    let producer = producer(kafka_port);
+    let producer = producer(&log);
     // One partition, so order is plain: a keyed command, an unkeyed one, a keyed one.
     for (key, value) in [
         (Some("k1"), "first"),

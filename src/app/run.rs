@@ -195,27 +195,36 @@ pub async fn run(
         watch.as_ref().map(|w| w.metrics.clone()),
     ));
 
-    let egress = match (&config.mqtt, backend.embedded_log()) {
-        (Some(mqtt), Some(log)) if !config.egress.is_empty() => {
+    let egress = match &config.mqtt {
+        Some(mqtt) if !config.egress.is_empty() => {
             let (routes, _) = egress::compile(&config.egress);
-            // Made now, so services can produce commands before the first one is delivered.
-            for route in &routes {
-                let partitions = config.topics.get(&route.from).partitions;
-                log.create_topic(&route.from, partitions)?;
-            }
+            let from = match backend.embedded_log() {
+                Some(log) => {
+                    // Made now, so services can produce commands before the first delivery.
+                    for route in &routes {
+                        let partitions = config.topics.get(&route.from).partitions;
+                        log.create_topic(&route.from, partitions)?;
+                    }
+                    egress::Origin::Embedded {
+                        log: log.clone(),
+                        dir: config.log.embedded.dir.clone(),
+                    }
+                }
+                None => egress::Origin::Kafka {
+                    kafka: config.log.kafka.clone(),
+                    instance: mqtt.client_id.clone(),
+                },
+            };
             let publisher = BrokerPublisher::start(mqtt)?;
             tracing::info!(routes = routes.len(), "egress running");
-            Some(Egress::start(
-                routes,
-                publisher,
-                egress::Wiring {
-                    log: log.clone(),
-                    log_dir: config.log.embedded.dir.clone(),
-                    sink: sink.clone(),
-                    dead_letter_topic: config.dead_letter.topic.clone(),
-                    metrics: watch.as_ref().map(|w| w.metrics.clone()),
-                },
-            ))
+            let wiring = egress::Wiring {
+                from,
+                sink: sink.clone(),
+                partitions: Arc::new(backend.clone()),
+                dead_letter_topic: config.dead_letter.topic.clone(),
+                metrics: watch.as_ref().map(|w| w.metrics.clone()),
+            };
+            Some(Egress::start(routes, publisher, wiring).map_err(AppError::Other)?)
         }
         _ => None,
     };

@@ -163,7 +163,11 @@ pub fn record_json(record: &Record) -> Value {
 /// One `egress-route` dry-run line: the PUBLISH an egress route makes of a record
 /// (`{"route","topic","qos","retain","payload"}`), or the dead letter it would be
 /// (`{"route","dead_letter"}` with the reason).
-pub fn egress_json(route: &crate::egress::EgressRoute, record: &crate::log::batch::DecodedRecord, partition: u32) -> Value {
+pub fn egress_json(
+    route: &crate::egress::EgressRoute,
+    record: &crate::log::batch::DecodedRecord,
+    partition: u32,
+) -> Value {
     let mut line = Map::new();
     line.insert("route".into(), json!(&*route.name));
     match route.outgoing(record, partition) {

@@ -8,24 +8,28 @@
 //! goes to the dead-letter topic with the reason, and the position moves on.
 //!
 //! - `template`: the `to` template (pure).
+//! - `source`: where records come from: the embedded log, or a Kafka cluster (consumer group).
 //! - `publisher`: delivery through the broker client's own egress session.
 //!
-//! This release reads the embedded log and delivers through the broker (`mqtt:`); reading a
-//! Kafka cluster and delivering to the listener's subscribers come next (`check` says so).
+//! This release delivers through the broker (`mqtt:`); delivery to the listener's subscribers
+//! comes next (`check` says so).
 
 pub mod publisher;
+pub mod source;
 pub mod template;
 
-use crate::config::{Config, EgressRouteConfig, EgressStart, Issue, Qos};
+use crate::config::{Config, EgressRouteConfig, EgressStart, Issue, KafkaConfig, Qos};
 use crate::log::batch::DecodedRecord;
 use crate::log::positions::Positions;
-use crate::log::{Log, Offset, PartitionShared};
+use crate::log::Log;
 use crate::ops::Metrics;
-use crate::record::{Header, Record};
+use crate::record::{DeadLetterReason, Header, Record};
 use crate::route::partition::partition_for_key;
+use crate::route::PartitionCounts;
 use crate::sink::Sink;
 use bytes::Bytes;
 use publisher::{BrokerPublisher, Outgoing};
+use source::{EmbeddedSource, KafkaSource, Source, SourceRecord};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,9 +90,6 @@ pub fn check(config: &Config) -> Vec<Issue> {
     if config.egress.is_empty() {
         return issues;
     }
-    if config.log.backend != crate::config::Backend::Embedded {
-        issues.push(Issue::new("egress", "egress reads the embedded log in this release; with log.backend: kafka, consume the topic with your own client for now"));
-    }
     if config.mqtt.is_none() {
         issues.push(Issue::new("egress", "egress publishes through the broker client in this release: add the mqtt section (delivery to the listener's subscribers comes later)"));
     }
@@ -118,6 +119,33 @@ impl EgressRoute {
     }
 }
 
+/// What the routes share: where they read, the sink and topic for dead letters, metrics.
+#[derive(Clone)]
+pub struct Wiring<S> {
+    pub from: Origin,
+    pub sink: S,
+    /// The partition counts dead letters are spread over (the sink's).
+    pub partitions: Arc<dyn PartitionCounts>,
+    pub dead_letter_topic: String,
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+/// Where egress routes read.
+#[derive(Clone)]
+pub enum Origin {
+    /// The embedded log; the positions live in its dir (`log.embedded.dir`).
+    Embedded {
+        log: Arc<Log>,
+        dir: std::path::PathBuf,
+    },
+    /// A Kafka cluster (`log.kafka`), read by a consumer group per route in which this
+    /// gateway is the static member `instance`.
+    Kafka {
+        kafka: KafkaConfig,
+        instance: String,
+    },
+}
+
 /// The running egress routes.
 pub struct Egress {
     tasks: TaskTracker,
@@ -125,47 +153,56 @@ pub struct Egress {
     publisher: Arc<BrokerPublisher>,
 }
 
-/// What the routes share: the log they read, the sink and topic for dead letters, metrics.
-#[derive(Clone)]
-pub struct Wiring<S> {
-    pub log: Arc<Log>,
-    /// `log.embedded.dir`: the positions live in it.
-    pub log_dir: std::path::PathBuf,
-    pub sink: S,
-    pub dead_letter_topic: String,
-    pub metrics: Option<Arc<Metrics>>,
-}
-
 impl Egress {
-    /// Starts every route: a task per route that finds the partitions of its topic and a task
-    /// per partition that delivers.
+    /// Starts every route: from the embedded log, a task per route that finds the partitions
+    /// of its topic and a delivery task per partition; from Kafka, one consumer per route.
     pub fn start<S: Sink + Clone + 'static>(
         routes: Vec<EgressRoute>,
         publisher: BrokerPublisher,
         wiring: Wiring<S>,
-    ) -> Egress {
+    ) -> Result<Egress, String> {
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();
         let publisher = Arc::new(publisher);
         for route in routes {
             let route = Arc::new(route);
-            tasks.spawn(discover(
-                route,
-                publisher.clone(),
-                wiring.clone(),
-                tasks.clone(),
-                stop.clone(),
-            ));
+            match &wiring.from {
+                Origin::Embedded { .. } => {
+                    tasks.spawn(discover(
+                        route,
+                        publisher.clone(),
+                        wiring.clone(),
+                        tasks.clone(),
+                        stop.clone(),
+                    ));
+                }
+                Origin::Kafka { kafka, instance } => {
+                    let source = KafkaSource::open(
+                        route.name.clone(),
+                        &route.from,
+                        kafka,
+                        instance,
+                        route.start,
+                    )?;
+                    tasks.spawn(deliver(
+                        route,
+                        source,
+                        publisher.clone(),
+                        wiring.clone(),
+                        stop.clone(),
+                    ));
+                }
+            }
         }
-        Egress {
+        Ok(Egress {
             tasks,
             stop,
             publisher,
-        }
+        })
     }
 
-    /// Stops delivering: rounds in flight finish (or are left uncommitted), then the session
-    /// disconnects.
+    /// Stops delivering: rounds in flight are left uncommitted (delivered again after the
+    /// restart), then the session disconnects.
     pub async fn stop(self) {
         self.stop.cancel();
         self.tasks.close();
@@ -181,7 +218,8 @@ impl Egress {
     }
 }
 
-/// Watches the route's topic for partitions and starts a delivery task for each new one.
+/// Watches the route's topic in the embedded log and starts a delivery task for each new
+/// partition.
 async fn discover<S: Sink + Clone + 'static>(
     route: Arc<EgressRoute>,
     publisher: Arc<BrokerPublisher>,
@@ -189,26 +227,41 @@ async fn discover<S: Sink + Clone + 'static>(
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
-    let positions = Arc::new(Positions::egress(&wiring.log_dir, &route.name));
+    let Origin::Embedded { log, dir } = &wiring.from else {
+        return;
+    };
+    let positions = Arc::new(Positions::egress(dir, &route.name));
     let mut started = BTreeSet::new();
     loop {
-        let count = wiring.log.existing_partitions(&route.from).unwrap_or(0);
+        let count = log.existing_partitions(&route.from).unwrap_or(0);
         for p in 0..count {
             if started.contains(&p) {
                 continue;
             }
-            let Some(partition) = wiring.log.partition(&route.from, p) else {
+            let Some(partition) = log.partition(&route.from, p) else {
                 continue;
             };
             started.insert(p);
-            tasks.spawn(deliver(
+            let (route, publisher, wiring, stop) = (
                 route.clone(),
-                partition,
-                positions.clone(),
                 publisher.clone(),
                 wiring.clone(),
                 stop.clone(),
-            ));
+            );
+            let positions = positions.clone();
+            tasks.spawn(async move {
+                let opened = EmbeddedSource::open(
+                    route.name.clone(),
+                    partition,
+                    positions,
+                    route.start,
+                    &stop,
+                )
+                .await;
+                if let Some(source) = opened {
+                    deliver(route, source, publisher, wiring, stop).await;
+                }
+            });
         }
         tokio::select! {
             _ = tokio::time::sleep(DISCOVER) => {}
@@ -217,96 +270,37 @@ async fn discover<S: Sink + Clone + 'static>(
     }
 }
 
-/// Delivers one partition in offset order, committing after each confirmed round.
-async fn deliver<S: Sink + Clone>(
+/// Delivers what `source` hands out, round by round: publishes each record (or stores its
+/// dead letter), waits for every confirmation, then has the source commit.
+async fn deliver<Src: Source, S: Sink + Clone>(
     route: Arc<EgressRoute>,
-    partition: Arc<PartitionShared>,
-    positions: Arc<Positions>,
+    mut source: Src,
     publisher: Arc<BrokerPublisher>,
     wiring: Wiring<S>,
     stop: CancellationToken,
 ) {
-    let (topic, p) = (route.from.clone(), partition.partition);
-    let stored = loop {
-        match positions.load(&topic, p) {
-            Ok(position) => break position,
-            Err(e) => {
-                tracing::error!(route = %route.name, %topic, partition = p, error = %e, "egress position unreadable; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                    _ = stop.cancelled() => return,
-                }
-            }
-        }
-    };
-    let mut position = match stored {
-        Some(position) => position.max(partition.start_offset()),
-        None => {
-            let first = match route.start {
-                EgressStart::Earliest => partition.start_offset(),
-                EgressStart::Latest => partition.end_offset(),
-            };
-            // Fixed now, so `latest` means the end when the route first ran.
-            commit(&positions, &route, &topic, p, first, &stop).await;
-            first
-        }
-    };
-    let mut appended = partition.subscribe();
     let counters = wiring.metrics.as_ref().map(|m| m.egress(&route.name));
-    // This partition's part of the route's lag gauge.
+    // This source's part of the route's lag gauge.
     let mut lag = 0i64;
-    let mut show_lag = |position: Offset| {
-        if let Some((_, gauge)) = &counters {
-            let now = partition.end_offset().0.saturating_sub(position.0) as i64;
+    loop {
+        if let (Some((_, gauge)), Some(now)) = (&counters, source.lag()) {
+            let now = now as i64;
             gauge.add(now - lag);
             lag = now;
         }
-    };
-    loop {
-        show_lag(position);
-        let mut round = Vec::with_capacity(ROUND);
-        let mut records = partition.records(position);
-        for record in records.by_ref() {
-            match record {
-                Ok(r) => {
-                    round.push(r);
-                    if round.len() == ROUND {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(route = %route.name, %topic, partition = p, error = %e, "egress skips records it cannot read")
-                }
-            }
-        }
-        let next = records.position();
-        drop(records);
-        if round.is_empty() {
-            if next > position {
-                // Only unreadable batches: move past them.
-                position = next;
-                commit(&positions, &route, &topic, p, position, &stop).await;
-                continue;
-            }
-            tokio::select! {
-                changed = appended.changed() => if changed.is_err() { return },
-                _ = stop.cancelled() => return,
-            }
-            continue;
-        }
+        let Some(round) = source.next(ROUND, &stop).await else {
+            return;
+        };
         let mut confirmations = Vec::with_capacity(round.len());
         let mut dead = Vec::new();
-        for record in &round {
-            match route.outgoing(record, p) {
+        for r in &round {
+            match route.outgoing(&r.record, r.partition) {
                 Ok(message) => confirmations.push(publisher.publish(message).await),
-                Err(why) => dead.push(dead_letter(&route, &topic, p, record, &why, &wiring)),
+                Err(why) => dead.push(dead_letter(&route, r, &why, &wiring)),
             }
         }
         if !dead.is_empty() {
             store(&wiring.sink, dead, &stop).await;
-            if stop.is_cancelled() {
-                return;
-            }
         }
         let delivered = confirmations.len() as u64;
         for confirmation in confirmations {
@@ -315,65 +309,25 @@ async fn deliver<S: Sink + Clone>(
                 _ = stop.cancelled() => return,
             }
         }
+        if stop.is_cancelled() {
+            return;
+        }
+        source.commit(&stop).await;
         if let Some((count, _)) = &counters {
             count.inc_by(delivered);
-        }
-        position = Offset(next.0.max(position.0 + 1));
-        commit(&positions, &route, &topic, p, position, &stop).await;
-    }
-}
-
-/// Stores the position, retrying until it is stored (or egress stops).
-async fn commit(
-    positions: &Positions,
-    route: &EgressRoute,
-    topic: &str,
-    partition: u32,
-    offset: Offset,
-    stop: &CancellationToken,
-) {
-    let mut say = true;
-    loop {
-        let positions = positions.clone();
-        let t = topic.to_string();
-        let stored = tokio::task::spawn_blocking(move || positions.store(&t, partition, offset))
-            .await
-            .unwrap_or_else(|e| {
-                Err(crate::log::LogError::Closed(format!(
-                    "position store task: {e}"
-                )))
-            });
-        match stored {
-            Ok(()) => return,
-            Err(e) => {
-                if say {
-                    tracing::error!(route = %route.name, topic, partition, error = %e, "cannot store the egress position; retrying");
-                    say = false;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.cancelled() => return,
-                }
-            }
         }
     }
 }
 
 /// The dead-letter record of a record the route cannot deliver.
-fn dead_letter<S>(
-    route: &EgressRoute,
-    topic: &str,
-    partition: u32,
-    record: &DecodedRecord,
-    why: &str,
-    wiring: &Wiring<S>,
-) -> Record {
+fn dead_letter<S>(route: &EgressRoute, r: &SourceRecord, why: &str, wiring: &Wiring<S>) -> Record {
     let dl = &wiring.dead_letter_topic;
-    let partitions = wiring.log.partitions(dl).max(1);
+    let partitions = wiring.partitions.partitions(dl).max(1);
+    let record = &r.record;
     let key = record.key.clone();
     let to = match &key {
         Some(k) => partition_for_key(k, partitions),
-        None => partition % partitions,
+        None => r.partition % partitions,
     };
     let mut headers: Vec<Header> = record
         .headers
@@ -384,7 +338,7 @@ fn dead_letter<S>(
     headers.push(Header::new("route", route.name.to_string()));
     headers.push(Header::new(
         "egress.from",
-        format!("{topic}-{partition}@{}", record.offset),
+        format!("{}-{}@{}", route.from, r.partition, record.offset),
     ));
     Record {
         route: route.name.clone(),
@@ -394,7 +348,7 @@ fn dead_letter<S>(
         value: record.value.clone().unwrap_or_default(),
         headers,
         timestamp_ms: crate::message::now_ms(),
-        dead_letter: Some(crate::record::DeadLetterReason::MissingField),
+        dead_letter: Some(DeadLetterReason::MissingField),
     }
 }
 

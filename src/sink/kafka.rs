@@ -79,6 +79,36 @@ fn client_config(config: &KafkaConfig) -> ClientConfig {
     client
 }
 
+/// A consumer's librdkafka configuration (egress): the cluster and `properties` (TLS, SASL),
+/// the group, offsets committed by hand only after delivery, and where a new group starts.
+/// `instance` makes it a static member (KIP-345): restarted with the same one, it gets its
+/// partitions back at once instead of waiting for the old member's session to time out.
+pub fn consumer_config(
+    config: &KafkaConfig,
+    group: &str,
+    instance: &str,
+    earliest: bool,
+) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.bootstrap_servers);
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client
+        .set("group.id", group)
+        .set("group.instance.id", instance)
+        .set("session.timeout.ms", "10000")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.offset.reset",
+            if earliest { "earliest" } else { "latest" },
+        )
+        // A topic made after the route started is found within seconds, not minutes.
+        .set("topic.metadata.refresh.interval.ms", "2000");
+    client
+}
+
 /// Checks every property with librdkafka itself (names and values), without connecting.
 pub fn check_properties(config: &KafkaConfig) -> Vec<(String, String)> {
     let mut issues = Vec::new();
@@ -150,6 +180,9 @@ impl ClientContext for LogContext {
         }
     }
 }
+
+/// Egress consumers log through it too; rebalances need nothing more.
+impl rdkafka::consumer::ConsumerContext for LogContext {}
 
 /// The Kafka sink. Clones share one producer.
 #[derive(Clone)]
