@@ -51,6 +51,14 @@ impl Config {
             (None, None) => MqttConfig::default().max_payload,
         }
     }
+
+    /// The key [`Config::max_payload`] comes from, for messages.
+    pub fn max_payload_key(&self) -> &'static str {
+        match self.mqtt {
+            Some(_) => "mqtt.max_payload",
+            None => "listener.max_payload",
+        }
+    }
 }
 
 /// `Debug` shows whether a password is set, never the password.

@@ -195,6 +195,8 @@ pub struct Router {
     partitions: Arc<dyn PartitionCounts>,
     dead_letter_topic: String,
     max_payload: usize,
+    /// The key that sets it, named in dead letters.
+    max_payload_key: &'static str,
     /// Round-robin position for unkeyed records.
     next_partition: AtomicU32,
 }
@@ -219,6 +221,7 @@ impl Router {
             partitions,
             dead_letter_topic: config.dead_letter.topic.clone(),
             max_payload: usize::try_from(config.max_payload().0).unwrap_or(usize::MAX),
+            max_payload_key: config.max_payload_key(),
             next_partition: AtomicU32::new(0),
         })
     }
@@ -266,7 +269,7 @@ impl Router {
         let ids = self.trie.matches(&levels);
         let mut records = Vec::with_capacity(ids.len());
         if msg.payload.len() > self.max_payload {
-            let why = format!("payload is {} bytes, over mqtt.max_payload ({} bytes); value cut to its first {DEAD_LETTER_TRUNCATE} bytes", msg.payload.len(), self.max_payload);
+            let why = format!("payload is {} bytes, over {} ({} bytes); value cut to its first {DEAD_LETTER_TRUNCATE} bytes", msg.payload.len(), self.max_payload_key, self.max_payload);
             for &id in &ids {
                 records.push(self.dead_letter(
                     msg,

@@ -1,6 +1,6 @@
 //! Messages the listener cannot turn into records as asked: a topic no route matches is acked
 //! and counted (`tributary_messages_unrouted_total`); a payload over `listener.max_payload`
-//! from an MQTT 5 client is refused with reason 0x95 and the connection goes on; from a 3.1.1
+//! from an MQTT 5 client is refused with reason 0x97 (quota exceeded) and the connection goes on; from a 3.1.1
 //! client (no reason codes) it becomes a dead letter, and is acked.
 
 use crate::common::{paho_publish, paho_try, sample, Listener, Raw, Reply, Setup};
@@ -105,7 +105,7 @@ fn unroutable_messages_are_acked_and_counted() {
 }
 
 #[test]
-fn oversized_payload_from_mqtt5_is_refused_with_0x95_and_the_connection_goes_on() {
+fn oversized_payload_from_mqtt5_is_refused_with_0x97_and_the_connection_goes_on() {
     let gw = Listener::start(Setup {
         listener: ", max_payload: 1KiB",
         ..Setup::default()
@@ -124,8 +124,8 @@ fn oversized_payload_from_mqtt5_is_refused_with_0x95_and_the_connection_goes_on(
     c.write(&bytes);
     assert_eq!(
         acks(&mut c, 6),
-        [(1, 0x95), (2, 0), (3, 0x95), (4, 0), (5, 0x95), (6, 0)],
-        "over 1 KiB refused with 0x95 (Packet too large), each in its turn"
+        [(1, 0x97), (2, 0), (3, 0x97), (4, 0), (5, 0x97), (6, 0)],
+        "over 1 KiB refused with 0x97 (Quota exceeded: 0x95 is no PUBACK code), each in its turn"
     );
     // The refused QoS 2 id is not held: PUBREL for it finds nothing (0x92).
     c.write(&Raw::pubrel(3));

@@ -245,9 +245,28 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
             m.connected.inc();
         }
         let keep_alive = Duration::from_secs(u64::from(keep_alive)) * 3 / 2;
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Token>();
         let (end, granted) = self
-            .serve(&mut inflight, keep_alive, granted, &registration.kick)
+            .serve(
+                &mut inflight,
+                (done_tx, &mut done_rx),
+                keep_alive,
+                granted,
+                &registration.kick,
+            )
             .await;
+        // A persistent session keeps its QoS 2 ids; those still being stored are waited for
+        // (a while), so that the device sending them again after a reconnect is answered
+        // PUBREC instead of having them stored twice.
+        if granted > 0 && end != End::Shutdown && inflight.storing() > 0 {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while inflight.storing() > 0 {
+                match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+                    Ok(Some(token)) => drop(inflight.stored(token)),
+                    _ => break,
+                }
+            }
+        }
         if let Some(m) = &shared.metrics {
             m.connected.dec();
         }
@@ -287,6 +306,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
     async fn serve(
         &mut self,
         inflight: &mut Inflight,
+        (done_tx, done_rx): (
+            mpsc::UnboundedSender<Token>,
+            &mut mpsc::UnboundedReceiver<Token>,
+        ),
         keep_alive: Duration,
         mut granted: u32,
         kick: &CancellationToken,
@@ -295,8 +318,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
         let max_inflight = shared.config.max_inflight as usize;
         let max_payload = shared.config.max_payload.0 as usize;
         let mut deliveries = shared.deliveries();
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Token>();
         let mut held: VecDeque<Held> = VecDeque::new();
+        // Set once the client is leaving (DISCONNECT, or the socket closed): nothing more is
+        // read, and what was read is handed on before the connection ends.
+        let mut closing: Option<End> = None;
         let mut held_bytes = 0usize;
         // QoS 1 and 2 publishes in `held` that count against the receive maximum.
         let mut held_unacked = 0usize;
@@ -371,10 +396,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
                     }
                 }
             }
+            if closing.is_some() {
+                // Nobody reads acks any more.
+                self.out.clear();
+            }
             if !self.flush().await {
                 return (End::Closed("write failed".into()), granted);
             }
-            let read = held_bytes < READ_AHEAD;
+            if let Some(end) = closing.take() {
+                if held.is_empty() || deliveries.is_none() {
+                    return (end, granted);
+                }
+                closing = Some(end);
+            }
+            let read = held_bytes < READ_AHEAD && closing.is_none();
             if !read {
                 // Not reading is our doing: the client's silence only counts once we read again.
                 deadline = tokio::time::Instant::now() + keep_alive;
@@ -383,7 +418,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
             tokio::select! {
                 filled = self.fill(), if read => {
                     if !filled {
-                        return (End::Closed("the peer closed the connection".into()), granted);
+                        closing = Some(End::Closed("the peer closed the connection".into()));
+                        continue;
                     }
                     deadline = tokio::time::Instant::now() + keep_alive;
                     loop {
@@ -441,7 +477,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
                                     let max = shared.config.session_expiry_max.0.as_secs().min(u64::from(u32::MAX)) as u32;
                                     granted = expiry.min(max);
                                 }
-                                return (End::Disconnected { with_will }, granted);
+                                closing = Some(End::Disconnected { with_will });
+                                break;
                             }
                             Inbound::Unexpected(what) => {
                                 return (End::Refused(Reason::ProtocolError, format!("{what} is not expected from a client here")), granted);
@@ -531,10 +568,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
         // MQTT 5 has a reason code for it; a 3.1.1 publish goes on, and the router makes it
         // a dead letter (its limit is this one).
         if self.version == Version::V5 && p.payload.len() > max_payload {
-            tracing::info!(peer = %self.peer, topic, bytes = p.payload.len(), "PUBLISH over listener.max_payload refused (0x95)");
+            tracing::info!(peer = %self.peer, topic, bytes = p.payload.len(), "PUBLISH over listener.max_payload refused (0x97)");
             return Ok(match p.qos {
                 Qos::AtMostOnce => None,
-                qos => Some(Held::Refuse(qos, p.pkid, Reason::PacketTooLarge)),
+                qos => Some(Held::Refuse(qos, p.pkid, Reason::QuotaExceeded)),
             });
         }
         let message = Message {

@@ -3,8 +3,8 @@
 //! Publishes are registered in arrival order; the pipeline reports each stored, and acks leave
 //! strictly in arrival order (PUBACK for QoS 1, PUBREC for QoS 2), as MQTT requires. A QoS 2
 //! packet id is held from its PUBLISH until its PUBREL, so a PUBLISH sent again with that id
-//! (DUP) is not stored twice: while it is being stored nothing more is done, once stored its
-//! PUBREC is sent again. Every held publish counts against the receive maximum until its
+//! (DUP) is not stored twice, and each such PUBLISH is answered with a PUBREC (MQTT-4.3.3):
+//! at once if stored, else once it is. Every held publish counts against the receive maximum until its
 //! PUBACK, or for QoS 2 its PUBCOMP.
 
 use super::codec::{Outbound, Reason};
@@ -26,8 +26,9 @@ struct Entry {
 /// Where a QoS 2 packet id stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Exactly {
-    /// Being stored; PUBREC not sent yet.
-    Storing,
+    /// Being stored; PUBREC not sent yet. `again`: PUBLISHes of it sent again meanwhile, each
+    /// owed its own PUBREC.
+    Storing { again: u16 },
     /// Stored and PUBREC sent: waiting for PUBREL.
     Recorded,
 }
@@ -69,8 +70,11 @@ impl Inflight {
     pub fn publish(&mut self, qos: Qos, pkid: u16) -> Admit {
         let qos2 = qos == Qos::ExactlyOnce;
         if qos2 {
-            match self.exactly.get(&pkid) {
-                Some(Exactly::Storing) => return Admit::Duplicate(None),
+            match self.exactly.get_mut(&pkid) {
+                Some(Exactly::Storing { again }) => {
+                    *again = again.saturating_add(1);
+                    return Admit::Duplicate(None);
+                }
                 Some(Exactly::Recorded) => {
                     return Admit::Duplicate(Some(Outbound::PubRec {
                         pkid,
@@ -78,7 +82,7 @@ impl Inflight {
                     }))
                 }
                 None => {
-                    self.exactly.insert(pkid, Exactly::Storing);
+                    self.exactly.insert(pkid, Exactly::Storing { again: 0 });
                 }
             }
         }
@@ -134,6 +138,11 @@ impl Inflight {
         Outbound::PubComp { pkid, reason }
     }
 
+    /// QoS 2 publishes not stored yet.
+    pub fn storing(&self) -> usize {
+        self.exactly.len() - self.recorded
+    }
+
     /// Publishes that count against the receive maximum.
     pub fn unacked(&self) -> usize {
         self.queue.len() + self.recorded
@@ -167,13 +176,18 @@ impl Inflight {
                 acks.push(Outbound::PubAck { pkid, reason });
                 continue;
             }
+            let again = match self.exactly.get(&pkid) {
+                Some(Exactly::Storing { again }) => *again,
+                _ => 0,
+            };
+            // A refused one was never held (see `refuse`).
             if reason == Reason::Success {
                 self.exactly.insert(pkid, Exactly::Recorded);
                 self.recorded += 1;
-            } else if self.exactly.get(&pkid) == Some(&Exactly::Storing) {
-                self.exactly.remove(&pkid);
             }
-            acks.push(Outbound::PubRec { pkid, reason });
+            for _ in 0..=again {
+                acks.push(Outbound::PubRec { pkid, reason });
+            }
         }
         acks
     }
@@ -234,7 +248,13 @@ mod tests {
             Admit::Duplicate(None),
             "still storing"
         );
-        assert_eq!(f.stored(t), vec![pubrec(5)]);
+        assert_eq!(f.storing(), 1);
+        assert_eq!(
+            f.stored(t),
+            vec![pubrec(5), pubrec(5)],
+            "one PUBREC per PUBLISH"
+        );
+        assert_eq!(f.storing(), 0);
         assert_eq!(
             f.publish(Qos::ExactlyOnce, 5),
             Admit::Duplicate(Some(pubrec(5))),
@@ -251,13 +271,10 @@ mod tests {
     fn a_refusal_waits_its_turn() {
         let mut f = Inflight::default();
         let a = token(f.publish(Qos::AtLeastOnce, 1));
-        assert_eq!(
-            f.refuse(Qos::ExactlyOnce, 2, Reason::PacketTooLarge),
-            vec![]
-        );
+        assert_eq!(f.refuse(Qos::ExactlyOnce, 2, Reason::QuotaExceeded), vec![]);
         let refused = Outbound::PubRec {
             pkid: 2,
-            reason: Reason::PacketTooLarge,
+            reason: Reason::QuotaExceeded,
         };
         assert_eq!(f.stored(a), vec![puback(1), refused]);
         assert_eq!(f.unacked(), 0, "a refused QoS 2 id is not held");
