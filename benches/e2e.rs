@@ -202,7 +202,7 @@ async fn latency(broker: &Mosquitto, rate: u64, count: usize) -> (f64, f64) {
         headers: Default::default(),
     };
     let mut config = Config {
-        mqtt,
+        mqtt: Some(mqtt),
         routes: vec![route],
         ..Default::default()
     };
