@@ -7,10 +7,11 @@
 use super::prepare::{prepare, Access, PrepareError, Prepared};
 use super::reload;
 use crate::config::{Config, Issue};
-use crate::egress::{self, publisher::BrokerPublisher, Egress};
+use crate::egress::{self, publisher::BrokerPublisher, subscribers::ListenerFeed, Egress};
 use crate::kafka_api::{KafkaApi, ServerOptions};
 use crate::log::offsets::GroupOffsets;
 use crate::log::Log;
+use crate::mqtt::server::feed::Feed;
 use crate::mqtt::server::{self, Listener, ListenerError};
 use crate::mqtt::Ingress;
 use crate::ops::http::{self, Endpoints};
@@ -153,10 +154,27 @@ pub async fn run(
         )?),
         None => None,
     };
+    let (egress_routes, _) = egress::compile(&config.egress);
+    if let Some(log) = backend.embedded_log() {
+        // Made now, so services can produce commands before the first delivery.
+        for route in &egress_routes {
+            let partitions = config.topics.get(&route.from).partitions;
+            log.create_topic(&route.from, partitions)?;
+        }
+    }
     let listener = match &config.listener {
         Some(l) => {
             let (auth, tls) = server::load(l)?;
-            Some(Listener::start(l, auth, tls, tx.clone(), face(Face::Listener)).await?)
+            let feed = match backend.embedded_log() {
+                Some(log) if !egress_routes.is_empty() => Some(Arc::new(ListenerFeed::new(
+                    egress_routes.clone(),
+                    log.clone(),
+                    &config.log.embedded.dir,
+                    l.session_expiry_max.0,
+                )) as Arc<dyn Feed>),
+                _ => None,
+            };
+            Some(Listener::start(l, auth, tls, tx.clone(), face(Face::Listener), feed).await?)
         }
         None => None,
     };
@@ -197,19 +215,12 @@ pub async fn run(
 
     let egress = match &config.mqtt {
         Some(mqtt) if !config.egress.is_empty() => {
-            let (routes, _) = egress::compile(&config.egress);
+            let routes = egress_routes;
             let from = match backend.embedded_log() {
-                Some(log) => {
-                    // Made now, so services can produce commands before the first delivery.
-                    for route in &routes {
-                        let partitions = config.topics.get(&route.from).partitions;
-                        log.create_topic(&route.from, partitions)?;
-                    }
-                    egress::Origin::Embedded {
-                        log: log.clone(),
-                        dir: config.log.embedded.dir.clone(),
-                    }
-                }
+                Some(log) => egress::Origin::Embedded {
+                    log: log.clone(),
+                    dir: config.log.embedded.dir.clone(),
+                },
                 None => egress::Origin::Kafka {
                     kafka: config.log.kafka.clone(),
                     instance: mqtt.client_id.clone(),

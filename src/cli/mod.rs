@@ -105,7 +105,14 @@ pub fn check_report(file: &str, config: &Config, router: &Router) -> String {
     }
     let _ = writeln!(out, "dead letters: {}", config.dead_letter.topic);
     if !config.egress.is_empty() {
-        let _ = writeln!(out, "egress (via the broker client):");
+        let mut via = Vec::new();
+        if config.mqtt.is_some() {
+            via.push("the broker client");
+        }
+        if config.listener.is_some() && config.log.backend == Backend::Embedded {
+            via.push("the listener's subscribers");
+        }
+        let _ = writeln!(out, "egress (to {}):", via.join(" and "));
         for e in &config.egress {
             let start = match e.start {
                 EgressStart::Earliest => "earliest",

@@ -9,13 +9,13 @@
 //!
 //! - `template`: the `to` template (pure).
 //! - `source`: where records come from: the embedded log, or a Kafka cluster (consumer group).
-//! - `publisher`: delivery through the broker client's own egress session.
-//!
-//! This release delivers through the broker (`mqtt:`); delivery to the listener's subscribers
-//! comes next (`check` says so).
+//! - `publisher`: delivery through the broker client's own egress session (with `mqtt:`).
+//! - `subscribers`: delivery to devices subscribed on the listener (with `listener:`), from
+//!   the embedded log, each session at its own position.
 
 pub mod publisher;
 pub mod source;
+pub mod subscribers;
 pub mod template;
 
 use crate::config::{Config, EgressRouteConfig, EgressStart, Issue, KafkaConfig, Qos};
@@ -90,8 +90,11 @@ pub fn check(config: &Config) -> Vec<Issue> {
     if config.egress.is_empty() {
         return issues;
     }
-    if config.mqtt.is_none() {
-        issues.push(Issue::new("egress", "egress publishes through the broker client in this release: add the mqtt section (delivery to the listener's subscribers comes later)"));
+    let embedded = config.log.backend == crate::config::Backend::Embedded;
+    match (&config.mqtt, &config.listener) {
+        (None, None) => {}
+        (None, Some(_)) if !embedded => issues.push(Issue::new("egress", "delivery to the listener's subscribers reads the embedded log; with log.backend: kafka, egress publishes through a broker: add the mqtt section")),
+        _ => {}
     }
     issues
 }

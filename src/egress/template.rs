@@ -79,6 +79,21 @@ impl TopicTemplate {
             .any(|s| matches!(s, Segment::Payload(_)))
     }
 
+    /// The topics it can make, as an MQTT filter: each level holding a field is `+`.
+    pub fn pattern(&self) -> String {
+        let mut text = String::new();
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(t) => text.push_str(t),
+                _ => text.push('\u{1}'),
+            }
+        }
+        text.split('/')
+            .map(|level| if level.contains('\u{1}') { "+" } else { level })
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
     /// The MQTT topic for `record`, or why it cannot be made (the record then goes to the
     /// dead-letter topic).
     pub fn render(&self, record: &RecordView<'_>) -> Result<String, String> {
@@ -181,6 +196,12 @@ mod tests {
             t.render(&view(Some(b"a/+"), &none, br#"{"x":1}"#)),
             Err("\"devices/a/+/1\" is not an MQTT topic name".into())
         );
+    }
+
+    #[test]
+    fn the_pattern_puts_plus_where_fields_are() {
+        let t = TopicTemplate::parse("devices/{key}/cmd-{header.kind}/x").unwrap();
+        assert_eq!(t.pattern(), "devices/+/+/x");
     }
 
     #[test]

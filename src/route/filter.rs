@@ -198,6 +198,21 @@ impl Filter {
         topic_levels.next().is_none()
     }
 
+    /// True when some topic matches both filters.
+    pub fn overlaps(&self, other: &Filter) -> bool {
+        let (mut a, mut b) = (self.levels.iter(), other.levels.iter());
+        loop {
+            match (a.next(), b.next()) {
+                (None, None) => return true,
+                // `x/#` matches `x` too.
+                (Some(Level::Multi(_)), _) | (_, Some(Level::Multi(_))) => return true,
+                (None, Some(_)) | (Some(_), None) => return false,
+                (Some(Level::Literal(x)), Some(Level::Literal(y))) if x != y => return false,
+                _ => {}
+            }
+        }
+    }
+
     /// True when every topic this filter's subscription matches is also matched by `self`'s,
     /// so subscribing to `other` as well would only bring duplicates.
     pub fn covers(&self, other: &Filter) -> bool {
@@ -270,6 +285,23 @@ fn check_capture_name(name: &str) -> Result<(), FilterError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlapping_filters() {
+        let f = |s| Filter::parse(s).unwrap();
+        for (a, b, overlap) in [
+            ("devices/+/commands", "devices/d1/commands", true),
+            ("devices/+/commands", "devices/#", true),
+            ("devices/+/commands", "#", true),
+            ("devices/+/commands", "devices/+/telemetry", false),
+            ("devices/+/commands", "devices/d1", false),
+            ("a/b", "a/b/c", false),
+            ("a/#", "a", true),
+        ] {
+            assert_eq!(f(a).overlaps(&f(b)), overlap, "{a} {b}");
+            assert_eq!(f(b).overlaps(&f(a)), overlap, "{b} {a}");
+        }
+    }
 
     #[test]
     fn mqtt_matching_rules() {

@@ -15,6 +15,9 @@ use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes::v5;
 use thiserror::Error;
 
+/// QoS 1 PUBLISHes sent unacked to a 3.1.1 client, which cannot say how many it takes.
+pub const RECEIVE_MAXIMUM_V4: u16 = 64;
+
 /// The protocol a connection speaks, from its CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -47,6 +50,8 @@ pub struct Connect {
     pub username: Option<String>,
     pub password: Option<Bytes>,
     pub will: Option<Will>,
+    /// How many of our QoS 1 PUBLISHes the client takes unacked (MQTT 5; 3.1.1: a default).
+    pub receive_maximum: u16,
 }
 
 /// A will: published by the server when the connection ends without a normal DISCONNECT.
@@ -84,14 +89,19 @@ pub enum Inbound {
     PubRel {
         pkid: u16,
     },
+    /// The client acknowledged one of our PUBLISHes (egress).
+    PubAck {
+        pkid: u16,
+    },
     PingReq,
+    /// Filters with the QoS asked for.
     Subscribe {
         pkid: u16,
-        filters: usize,
+        filters: Vec<(String, Qos)>,
     },
     Unsubscribe {
         pkid: u16,
-        filters: usize,
+        filters: Vec<String>,
     },
     Disconnect {
         /// MQTT 5 reason 0x04: publish the will anyway.
@@ -99,8 +109,8 @@ pub enum Inbound {
         /// MQTT 5: the client changes its session expiry on the way out.
         session_expiry: Option<u32>,
     },
-    /// A second CONNECT, or a packet only a server sends (or PUBACK, PUBREC, PUBCOMP, AUTH:
-    /// the listener sends no PUBLISH and offers no enhanced auth): a protocol error.
+    /// A second CONNECT, or a packet only a server sends (or PUBREC, PUBCOMP, AUTH: the
+    /// listener publishes at QoS 1 at most and offers no enhanced auth): a protocol error.
     Unexpected(&'static str),
 }
 
@@ -121,6 +131,7 @@ pub enum Reason {
     BadAuthenticationMethod = 0x8C,
     KeepAliveTimeout = 0x8D,
     SessionTakenOver = 0x8E,
+    TopicFilterInvalid = 0x8F,
     TopicNameInvalid = 0x90,
     PacketIdentifierNotFound = 0x92,
     ReceiveMaximumExceeded = 0x93,
@@ -161,18 +172,27 @@ pub enum Outbound {
         pkid: u16,
         reason: Reason,
     },
-    /// Every filter refused with `reason` and (MQTT 5) `why` (3.1.1: 0x80).
+    /// One answer per filter: the QoS granted, or refused with a reason (3.1.1: 0x80), and
+    /// (MQTT 5) why, when any is refused.
     SubAck {
         pkid: u16,
-        filters: usize,
-        reason: Reason,
+        answers: Vec<Result<Qos, Reason>>,
         why: &'static str,
     },
+    /// Per filter, whether it was subscribed (MQTT 5 0x00, else 0x11).
     UnsubAck {
         pkid: u16,
-        filters: usize,
+        existed: Vec<bool>,
     },
     PingResp,
+    /// A message to a subscriber (egress); `pkid` 0 at QoS 0.
+    Publish {
+        topic: String,
+        payload: Bytes,
+        qos: Qos,
+        retain: bool,
+        pkid: u16,
+    },
     /// MQTT 5 only: a 3.1.1 server closes without a word.
     Disconnect {
         reason: Reason,
@@ -246,14 +266,19 @@ pub fn read(
                 content_type: None,
             }),
             v4::Packet::PubRel(r) => Inbound::PubRel { pkid: r.pkid },
+            v4::Packet::PubAck(a) => Inbound::PubAck { pkid: a.pkid },
             v4::Packet::PingReq => Inbound::PingReq,
             v4::Packet::Subscribe(s) => Inbound::Subscribe {
                 pkid: s.pkid,
-                filters: s.filters.len(),
+                filters: s
+                    .filters
+                    .into_iter()
+                    .map(|f| (f.path, qos(f.qos as u8)))
+                    .collect(),
             },
             v4::Packet::Unsubscribe(u) => Inbound::Unsubscribe {
                 pkid: u.pkid,
-                filters: u.topics.len(),
+                filters: u.topics,
             },
             v4::Packet::Disconnect => Inbound::Disconnect {
                 with_will: false,
@@ -281,14 +306,19 @@ pub fn read(
                     })
                 }
                 v5::Packet::PubRel(r) => Inbound::PubRel { pkid: r.pkid },
+                v5::Packet::PubAck(a) => Inbound::PubAck { pkid: a.pkid },
                 v5::Packet::PingReq(_) => Inbound::PingReq,
                 v5::Packet::Subscribe(s) => Inbound::Subscribe {
                     pkid: s.pkid,
-                    filters: s.filters.len(),
+                    filters: s
+                        .filters
+                        .into_iter()
+                        .map(|f| (f.path, qos(f.qos as u8)))
+                        .collect(),
                 },
                 v5::Packet::Unsubscribe(u) => Inbound::Unsubscribe {
                     pkid: u.pkid,
-                    filters: u.filters.len(),
+                    filters: u.filters,
                 },
                 v5::Packet::Disconnect(d) => Inbound::Disconnect {
                     with_will: d.reason_code == v5::DisconnectReasonCode::DisconnectWithWillMessage,
@@ -345,22 +375,52 @@ pub fn write(version: Version, packet: &Outbound, buf: &mut BytesMut) {
         Outbound::PubAck { pkid, reason } => ack(buf, 0x40, *pkid, *reason, v5),
         Outbound::PubRec { pkid, reason } => ack(buf, 0x50, *pkid, *reason, v5),
         Outbound::PubComp { pkid, reason } => ack(buf, 0x70, *pkid, *reason, v5),
-        Outbound::SubAck {
-            pkid,
-            filters,
-            reason,
-            why,
-        } => {
-            let code = if v5 { *reason as u8 } else { 0x80 };
-            let codes = vec![code; *filters];
-            with_codes(buf, 0x90, *pkid, &codes, v5.then_some(*why));
+        Outbound::SubAck { pkid, answers, why } => {
+            let codes: Vec<u8> = answers
+                .iter()
+                .map(|a| match a {
+                    Ok(qos) => *qos as u8,
+                    Err(reason) if v5 => *reason as u8,
+                    Err(_) => 0x80,
+                })
+                .collect();
+            let refused = answers.iter().any(Result::is_err);
+            let why = if refused { *why } else { "" };
+            with_codes(buf, 0x90, *pkid, &codes, v5.then_some(why));
         }
-        Outbound::UnsubAck { pkid, filters } => {
-            // 0x11: no subscription existed (the listener holds none yet).
-            let codes = if v5 { vec![0x11; *filters] } else { Vec::new() };
+        Outbound::UnsubAck { pkid, existed } => {
+            let codes: Vec<u8> = match v5 {
+                true => existed
+                    .iter()
+                    .map(|e| if *e { 0x00 } else { 0x11 })
+                    .collect(),
+                false => Vec::new(),
+            };
             with_codes(buf, 0xB0, *pkid, &codes, v5.then_some(""));
         }
         Outbound::PingResp => buf.put_slice(&[0xD0, 0x00]),
+        Outbound::Publish {
+            topic,
+            payload,
+            qos,
+            retain,
+            pkid,
+        } => {
+            let qos = *qos as u8;
+            let id = if qos > 0 { 2 } else { 0 };
+            let len = 2 + topic.len() + id + usize::from(v5) + payload.len();
+            buf.put_u8(0x30 | (qos << 1) | u8::from(*retain));
+            write_remaining_length(buf, len);
+            buf.put_u16(topic.len() as u16);
+            buf.put_slice(topic.as_bytes());
+            if qos > 0 {
+                buf.put_u16(*pkid);
+            }
+            if v5 {
+                buf.put_u8(0); // no properties
+            }
+            buf.put_slice(payload);
+        }
         Outbound::Disconnect { reason } => {
             // With the (empty) property length: some clients (rumqttc) read no shorter form.
             if v5 {
@@ -471,6 +531,7 @@ fn connect_v4(c: v4::Connect) -> Connect {
         session_expiry: if c.clean_session { 0 } else { u32::MAX },
         username: c.login.as_ref().map(|l| l.username.clone()),
         password: c.login.map(|l| Bytes::from(l.password)),
+        receive_maximum: RECEIVE_MAXIMUM_V4,
         will: c.last_will.map(|w| Will {
             topic: w.topic,
             payload: w.message,
@@ -522,6 +583,7 @@ fn connect_v5(
         session_expiry: properties.session_expiry_interval.unwrap_or(0),
         username: login.as_ref().map(|l| l.username.clone()),
         password: login.map(|l| Bytes::from(l.password)),
+        receive_maximum: properties.receive_maximum.unwrap_or(u16::MAX),
         will,
     })
 }
@@ -748,8 +810,10 @@ mod tests {
             Version::V5,
             &Outbound::SubAck {
                 pkid: 3,
-                filters: 2,
-                reason: Reason::ImplementationSpecific,
+                answers: vec![
+                    Err(Reason::ImplementationSpecific),
+                    Err(Reason::ImplementationSpecific),
+                ],
                 why: "no",
             },
             &mut buf,
@@ -758,7 +822,7 @@ mod tests {
             Version::V4,
             &Outbound::UnsubAck {
                 pkid: 4,
-                filters: 2,
+                existed: vec![false, true],
             },
             &mut buf,
         );
@@ -773,6 +837,39 @@ mod tests {
                 0xB0, 2, 0, 4, // 3.1.1 UNSUBACK
             ][..]
         );
+    }
+
+    #[test]
+    fn publish_is_readable_by_client_decoders() {
+        for version in [Version::V4, Version::V5] {
+            let mut buf = BytesMut::new();
+            let publish = Outbound::Publish {
+                topic: "devices/d1/commands".into(),
+                payload: Bytes::from_static(b"reboot"),
+                qos: Qos::AtLeastOnce,
+                retain: true,
+                pkid: 42,
+            };
+            write(version, &publish, &mut buf);
+            let (topic, payload, pkid, retain) = match version {
+                Version::V4 => match v4::Packet::read(&mut buf, 1 << 20).unwrap() {
+                    v4::Packet::Publish(p) => (p.topic, p.payload, p.pkid, p.retain),
+                    other => panic!("{other:?}"),
+                },
+                Version::V5 => match v5::Packet::read(&mut buf, None).unwrap() {
+                    v5::Packet::Publish(p) => (
+                        String::from_utf8(p.topic.to_vec()).unwrap(),
+                        p.payload,
+                        p.pkid,
+                        p.retain,
+                    ),
+                    other => panic!("{other:?}"),
+                },
+            };
+            assert_eq!(topic, "devices/d1/commands");
+            assert_eq!(&payload[..], b"reboot");
+            assert_eq!((pkid, retain), (42, true));
+        }
     }
 
     #[test]

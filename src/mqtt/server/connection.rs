@@ -8,7 +8,8 @@
 //! carries the backpressure to the device.
 
 use super::codec::{self, CodecError, Connect, Inbound, Outbound, Publish, Reason, Version, Will};
-use super::inflight::{Admit, Inflight, Token};
+use super::feed::{Feed, FeedSession, Push};
+use super::inflight::{Admit, Inflight, Pushes, Token};
 use super::Shared;
 use crate::message::{now_ms, Ack, Delivery, Message, Qos};
 use crate::mqtt::server::auth::Verdict;
@@ -18,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 /// How long a new connection has to send CONNECT (TLS handshake included).
@@ -158,6 +159,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
             username,
             password,
             will,
+            receive_maximum,
             ..
         } = connect;
         let (client_id, assigned) = match (client_id.is_empty(), self.version, clean_start) {
@@ -222,7 +224,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
             }
             false => shared.take_session(&client_id),
         };
-        let session_present = resumed.is_some();
+        // Subscriptions (egress) outlive the connection in a persistent session.
+        let mut subscriptions = Vec::new();
+        if let Some(feed) = &shared.feed {
+            match clean_start {
+                true => feed.keep(&client_id, None),
+                false => subscriptions = feed.restore(&client_id).unwrap_or_default(),
+            }
+        }
+        let session_present = resumed.is_some() || !subscriptions.is_empty();
         let mut inflight = Inflight::resume(resumed.unwrap_or_default());
         let limits = codec::ServerLimits {
             receive_maximum: config.max_inflight.min(65_535) as u16,
@@ -250,6 +260,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
             .serve(
                 &mut inflight,
                 (done_tx, &mut done_rx),
+                Subscriber {
+                    client_id: &client_id,
+                    subscriptions,
+                    receive_maximum,
+                },
                 keep_alive,
                 granted,
                 &registration.kick,
@@ -310,6 +325,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
             mpsc::UnboundedSender<Token>,
             &mut mpsc::UnboundedReceiver<Token>,
         ),
+        subscriber: Subscriber<'_>,
         keep_alive: Duration,
         mut granted: u32,
         kick: &CancellationToken,
@@ -327,7 +343,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
         let mut held_unacked = 0usize;
         let mut aliases: HashMap<u16, String> = HashMap::new();
         let mut deadline = tokio::time::Instant::now() + keep_alive;
-        let mut subscribe_refused = false;
+        let Subscriber {
+            client_id,
+            mut subscriptions,
+            receive_maximum,
+        } = subscriber;
+        let persistent = granted > 0;
+        let (push_tx, mut push_rx) = mpsc::channel::<Push>(256);
+        let mut pushes: Pushes<oneshot::Sender<()>> = Pushes::new(receive_maximum);
+        // Delivering to the subscriptions: replaced when they change, stopped when dropped.
+        let mut feeding = Feeding::default();
+        feeding.restart(&shared, client_id, persistent, &subscriptions, &push_tx);
         loop {
             // Hand on what waits, in order, while the pipeline and the limits allow.
             let mut pipeline_full = false;
@@ -458,19 +484,49 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
                             }
                             Inbound::PingReq => self.send(&Outbound::PingResp),
                             Inbound::Subscribe { pkid, filters } => {
-                                if !subscribe_refused {
-                                    subscribe_refused = true;
-                                    tracing::info!(peer = %self.peer, "SUBSCRIBE refused: the listener does not deliver messages to devices yet");
+                                let mut answers = Vec::with_capacity(filters.len());
+                                let mut why = "";
+                                for (filter, qos) in filters {
+                                    match subscribable(&shared, &filter) {
+                                        Ok(()) => {
+                                            // Egress publishes at QoS 1 at most.
+                                            let qos = qos.min(Qos::AtLeastOnce);
+                                            subscriptions.retain(|(f, _)| *f != filter);
+                                            subscriptions.push((filter, qos));
+                                            answers.push(Ok(qos));
+                                        }
+                                        Err((reason, because)) => {
+                                            tracing::info!(peer = %self.peer, filter, "SUBSCRIBE refused: {because}");
+                                            why = because;
+                                            answers.push(Err(reason));
+                                        }
+                                    }
                                 }
-                                self.send(&Outbound::SubAck {
-                                    pkid,
-                                    filters,
-                                    reason: Reason::ImplementationSpecific,
-                                    why: "Tributary's listener takes publishes only: it delivers no messages to subscribers yet",
-                                });
+                                if answers.iter().any(Result::is_ok) {
+                                    self.subscriptions_changed(client_id, persistent, &subscriptions);
+                                    feeding.restart(&shared, client_id, persistent, &subscriptions, &push_tx);
+                                }
+                                self.send(&Outbound::SubAck { pkid, answers, why });
                             }
                             Inbound::Unsubscribe { pkid, filters } => {
-                                self.send(&Outbound::UnsubAck { pkid, filters });
+                                let existed: Vec<bool> = filters
+                                    .iter()
+                                    .map(|filter| {
+                                        let before = subscriptions.len();
+                                        subscriptions.retain(|(f, _)| f != filter);
+                                        subscriptions.len() < before
+                                    })
+                                    .collect();
+                                if existed.iter().any(|e| *e) {
+                                    self.subscriptions_changed(client_id, persistent, &subscriptions);
+                                    feeding.restart(&shared, client_id, persistent, &subscriptions, &push_tx);
+                                }
+                                self.send(&Outbound::UnsubAck { pkid, existed });
+                            }
+                            Inbound::PubAck { pkid } => {
+                                if let Some(delivered) = pushes.acked(pkid) {
+                                    let _ = delivered.send(());
+                                }
                             }
                             Inbound::Disconnect { with_will, session_expiry } => {
                                 if let Some(expiry) = session_expiry {
@@ -494,6 +550,23 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
                     for ack in acks {
                         self.send(&ack);
                     }
+                }
+                // A message for a subscription, while the client takes more.
+                Some(push) = push_rx.recv(), if pushes.has_room() && closing.is_none() => {
+                    let pkid = match push.qos {
+                        Qos::AtMostOnce => {
+                            let _ = push.delivered.send(());
+                            0
+                        }
+                        _ => pushes.send(push.delivered),
+                    };
+                    self.send(&Outbound::Publish {
+                        topic: push.topic,
+                        payload: push.payload,
+                        qos: push.qos,
+                        retain: push.retain,
+                        pkid,
+                    });
                 }
                 // Wakes when the pipeline has room again for what waits.
                 _ = shared.slots.acquire(), if pipeline_full => {}
@@ -520,6 +593,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
                     return (End::Shutdown, granted);
                 }
             }
+        }
+    }
+
+    /// A persistent session's subscriptions are kept by the feed as they change.
+    fn subscriptions_changed(&self, client_id: &str, persistent: bool, subs: &[(String, Qos)]) {
+        if let (true, Some(feed)) = (persistent, &self.shared.feed) {
+            feed.keep(client_id, Some(subs));
         }
     }
 
@@ -585,6 +665,81 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
         };
         Ok(Some(Held::Store(message, p.pkid)))
     }
+}
+
+/// Who the connection delivers to: its client id, its subscriptions (restored with a
+/// persistent session), and how many QoS 1 PUBLISHes it takes unacked.
+struct Subscriber<'a> {
+    client_id: &'a str,
+    subscriptions: Vec<(String, Qos)>,
+    receive_maximum: u16,
+}
+
+/// The feed delivering to this connection's subscriptions, stopped when replaced or dropped.
+#[derive(Default)]
+struct Feeding {
+    stop: Option<CancellationToken>,
+    /// A persistent session's: kept again when the connection ends, so its expiry counts
+    /// from then.
+    kept: Option<(Arc<dyn Feed>, String, Vec<(String, Qos)>)>,
+}
+
+impl Feeding {
+    fn restart(
+        &mut self,
+        shared: &Shared,
+        client_id: &str,
+        persistent: bool,
+        subscriptions: &[(String, Qos)],
+        pushes: &mpsc::Sender<Push>,
+    ) {
+        if let Some(old) = self.stop.take() {
+            old.cancel();
+        }
+        let Some(feed) = &shared.feed else { return };
+        if persistent {
+            self.kept = Some((feed.clone(), client_id.to_string(), subscriptions.to_vec()));
+        }
+        if !subscriptions.is_empty() {
+            self.stop = Some(feed.start(FeedSession {
+                client_id: client_id.to_string(),
+                persistent,
+                subscriptions: subscriptions.to_vec(),
+                pushes: pushes.clone(),
+            }));
+        }
+    }
+}
+
+impl Drop for Feeding {
+    fn drop(&mut self) {
+        if let Some(token) = self.stop.take() {
+            token.cancel();
+        }
+        if let Some((feed, client_id, subscriptions)) = self.kept.take() {
+            if !subscriptions.is_empty() {
+                feed.keep(&client_id, Some(&subscriptions));
+            }
+        }
+    }
+}
+
+/// Whether a SUBSCRIBE filter is taken: a valid filter some egress route can publish to.
+fn subscribable(shared: &Shared, filter: &str) -> Result<(), (Reason, &'static str)> {
+    let Some(feed) = &shared.feed else {
+        return Err((
+            Reason::ImplementationSpecific,
+            "no egress route delivers to this listener: it takes publishes only",
+        ));
+    };
+    if !rumqttc::mqttbytes::valid_filter(filter) || filter.starts_with("$share/") {
+        return Err((
+            Reason::TopicFilterInvalid,
+            "not a topic filter (shared subscriptions are not offered)",
+        ));
+    }
+    feed.can_match(filter)
+        .map_err(|why| (Reason::ImplementationSpecific, why))
 }
 
 /// A listener message's ack: reports the stored publish to its connection, which sends the

@@ -1,4 +1,6 @@
-//! One connection's unfinished QoS 1 and 2 publishes: a pure state machine, no I/O.
+//! One connection's unfinished publishes, both ways: a pure state machine, no I/O.
+//!
+//! [`Inflight`]: what the client published.
 //!
 //! Publishes are registered in arrival order; the pipeline reports each stored, and acks leave
 //! strictly in arrival order (PUBACK for QoS 1, PUBREC for QoS 2), as MQTT requires. A QoS 2
@@ -193,6 +195,46 @@ impl Inflight {
     }
 }
 
+/// What the listener published to the client (egress): QoS 1 packet ids awaiting PUBACK, at
+/// most the client's receive maximum.
+#[derive(Debug)]
+pub struct Pushes<T> {
+    sent: HashMap<u16, T>,
+    next: u16,
+    limit: usize,
+}
+
+impl<T> Pushes<T> {
+    pub fn new(limit: u16) -> Pushes<T> {
+        Pushes {
+            sent: HashMap::new(),
+            next: 0,
+            limit: usize::from(limit.max(1)),
+        }
+    }
+
+    /// Whether another QoS 1 PUBLISH may go out now.
+    pub fn has_room(&self) -> bool {
+        self.sent.len() < self.limit
+    }
+
+    /// A packet id for a QoS 1 PUBLISH, holding `waiter` until its PUBACK.
+    pub fn send(&mut self, waiter: T) -> u16 {
+        loop {
+            self.next = self.next.checked_add(1).unwrap_or(1);
+            if !self.sent.contains_key(&self.next) {
+                self.sent.insert(self.next, waiter);
+                return self.next;
+            }
+        }
+    }
+
+    /// PUBACK: the waiter of `pkid`, if one was waiting.
+    pub fn acked(&mut self, pkid: u16) -> Option<T> {
+        self.sent.remove(&pkid)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,6 +339,20 @@ mod tests {
         );
         f.release(9);
         assert_eq!(f.recorded(), vec![7]);
+    }
+
+    #[test]
+    fn pushes_take_free_ids_up_to_the_limit() {
+        let mut p = Pushes::new(2);
+        let a = p.send("a");
+        let b = p.send("b");
+        assert_ne!(a, b);
+        assert!(!p.has_room());
+        assert_eq!(p.acked(a), Some("a"));
+        assert_eq!(p.acked(a), None, "an id acks once");
+        assert!(p.has_room());
+        let c = p.send("c");
+        assert!(c != b && c != 0);
     }
 
     #[test]

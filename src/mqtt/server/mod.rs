@@ -4,6 +4,7 @@
 //! - `codec`: packets of either version, read with rumqttc's `mqttbytes`, acks written here.
 //! - `inflight`: one connection's unfinished publishes and acks in order (pure).
 //! - `connection`: one connection's task.
+//! - `feed`: what subscriptions receive (egress provides it).
 //! - `auth`: the users file (argon2id, bcrypt); `tls`: certificates and mutual TLS.
 //!
 //! The shape is mini-redis's server: accept loops capped by a semaphore (`max_connections`),
@@ -13,6 +14,7 @@
 pub mod auth;
 pub mod codec;
 mod connection;
+pub mod feed;
 pub mod inflight;
 pub mod tls;
 
@@ -76,6 +78,8 @@ pub(crate) struct Shared {
     /// Persistent sessions of clients not connected: their QoS 2 ids awaiting PUBREL.
     sessions: Mutex<HashMap<String, StoredSession>>,
     metrics: Option<FaceMetrics>,
+    /// What subscriptions receive (egress); none: SUBSCRIBE is refused.
+    feed: Option<Arc<dyn feed::Feed>>,
     /// Messages of every connection in the pipeline at once (see [`Listener::slots`]).
     slots: Arc<Semaphore>,
     next: AtomicU64,
@@ -268,6 +272,7 @@ impl Listener {
         tls: Option<TlsAcceptor>,
         deliveries: mpsc::Sender<Delivery>,
         metrics: Option<FaceMetrics>,
+        feed: Option<Arc<dyn feed::Feed>>,
     ) -> Result<Listener, ListenerError> {
         let bind = |key: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -296,6 +301,7 @@ impl Listener {
             clients: Mutex::default(),
             sessions: Mutex::default(),
             metrics,
+            feed,
             slots: Arc::new(Semaphore::new(Listener::slots(config))),
             next: AtomicU64::new(1),
             stop_reading: CancellationToken::new(),
