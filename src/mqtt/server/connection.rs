@@ -486,13 +486,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
                             Inbound::Subscribe { pkid, filters } => {
                                 let mut answers = Vec::with_capacity(filters.len());
                                 let mut why = "";
+                                let mut changed = false;
                                 for (filter, qos) in filters {
                                     match subscribable(&shared, &filter) {
                                         Ok(()) => {
                                             // Egress publishes at QoS 1 at most.
                                             let qos = qos.min(Qos::AtLeastOnce);
-                                            subscriptions.retain(|(f, _)| *f != filter);
-                                            subscriptions.push((filter, qos));
+                                            let entry = (filter, qos);
+                                            if !subscriptions.contains(&entry) {
+                                                subscriptions.retain(|(f, _)| *f != entry.0);
+                                                subscriptions.push(entry);
+                                                changed = true;
+                                            }
                                             answers.push(Ok(qos));
                                         }
                                         Err((reason, because)) => {
@@ -502,7 +507,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
                                         }
                                     }
                                 }
-                                if answers.iter().any(Result::is_ok) {
+                                // Subscribing again to what it has (a persistent session coming
+                                // back) changes nothing and does not restart delivery.
+                                if changed {
                                     self.subscriptions_changed(client_id, persistent, &subscriptions);
                                     feeding.restart(&shared, client_id, persistent, &subscriptions, &push_tx);
                                 }
