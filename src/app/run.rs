@@ -171,6 +171,7 @@ pub async fn run(
                     log.clone(),
                     &config.log.embedded.dir,
                     l.session_expiry_max.0,
+                    watch.as_ref().map(|w| w.metrics.clone()),
                 )) as Arc<dyn Feed>),
                 _ => None,
             };

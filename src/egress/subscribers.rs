@@ -14,7 +14,9 @@ use crate::config::Qos;
 use crate::log::positions::Positions;
 use crate::log::{write_atomic, Log, Offset, PartitionShared};
 use crate::mqtt::server::feed::{Feed, FeedSession, Push};
+use crate::ops::Metrics;
 use crate::route::filter::Filter;
+use prometheus::IntCounter;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -36,6 +38,7 @@ pub struct ListenerFeed {
     dir: PathBuf,
     expiry: Duration,
     memory: Mutex<Memory>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl ListenerFeed {
@@ -44,6 +47,7 @@ impl ListenerFeed {
         log: Arc<Log>,
         log_dir: &Path,
         expiry: Duration,
+        metrics: Option<Arc<Metrics>>,
     ) -> ListenerFeed {
         let routes = routes
             .into_iter()
@@ -58,6 +62,7 @@ impl ListenerFeed {
             dir: log_dir.join(SESSIONS_DIR),
             expiry,
             memory: Mutex::default(),
+            metrics,
         }
     }
 
@@ -160,10 +165,12 @@ impl Feed for ListenerFeed {
             if !session.filters.iter().any(|(f, _)| f.overlaps(pattern)) {
                 continue;
             }
+            let delivered = self.metrics.as_ref().map(|m| m.egress(&route.name).0);
             tokio::spawn(discover(
                 route.clone(),
                 self.log.clone(),
                 session.clone(),
+                delivered,
                 stop.clone(),
             ));
         }
@@ -225,6 +232,7 @@ async fn discover(
     route: Arc<EgressRoute>,
     log: Arc<Log>,
     session: Arc<Target>,
+    delivered: Option<IntCounter>,
     stop: CancellationToken,
 ) {
     let mut started = BTreeSet::new();
@@ -238,6 +246,7 @@ async fn discover(
                         route.clone(),
                         partition,
                         session.clone(),
+                        delivered.clone(),
                         stop.clone(),
                     ));
                 }
@@ -256,6 +265,7 @@ async fn push(
     route: Arc<EgressRoute>,
     partition: Arc<PartitionShared>,
     session: Arc<Target>,
+    count: Option<IntCounter>,
     stop: CancellationToken,
 ) {
     let (topic, p) = (partition.topic.clone(), partition.partition);
@@ -317,11 +327,15 @@ async fn push(
             }
             delivered.push(rx);
         }
+        let n = delivered.len() as u64;
         for rx in delivered {
             tokio::select! {
                 done = rx => if done.is_err() { return },
                 _ = stop.cancelled() => return,
             }
+        }
+        if let Some(count) = &count {
+            count.inc_by(n);
         }
         position = next;
         session.store.store(&route, &topic, p, position).await;
