@@ -28,8 +28,10 @@ use tokio_util::sync::CancellationToken;
 pub const SESSIONS_DIR: &str = "@egress-sessions";
 const SUBSCRIPTIONS_FILE: &str = "subscriptions";
 
+/// One session's positions kept in memory, by route and partition.
+type MemoryPositions = Arc<Mutex<HashMap<(Arc<str>, u32), Offset>>>;
 /// Positions of sessions that are not persistent, by client id.
-type Memory = HashMap<String, Arc<Mutex<HashMap<(Arc<str>, u32), Offset>>>>;
+type Memory = HashMap<String, MemoryPositions>;
 
 pub struct ListenerFeed {
     /// Each route with the topics it makes, as a filter.
@@ -189,7 +191,7 @@ struct Target {
 /// Where a session's positions live.
 enum Store {
     Durable(PathBuf),
-    Memory(Arc<Mutex<HashMap<(Arc<str>, u32), Offset>>>),
+    Memory(MemoryPositions),
 }
 
 impl Store {

@@ -57,7 +57,8 @@ where
     let mut conn = Conn {
         reader,
         writer,
-        buf: BytesMut::with_capacity(8 * 1024),
+        // Small for an idle device; `fill` grows it for a busy one.
+        buf: BytesMut::with_capacity(1024),
         out: BytesMut::new(),
         peer,
         version: Version::V4,
@@ -117,8 +118,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
 
     /// Reads more bytes; false when the peer closed or the socket failed.
     async fn fill(&mut self) -> bool {
-        if self.buf.capacity() - self.buf.len() < 4096 {
-            self.buf.reserve(16 * 1024);
+        if self.buf.capacity() - self.buf.len() < 512 {
+            self.buf.reserve(8 * 1024);
         }
         matches!(self.reader.read_buf(&mut self.buf).await, Ok(n) if n > 0)
     }
@@ -349,11 +350,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
             receive_maximum,
         } = subscriber;
         let persistent = granted > 0;
-        let (push_tx, mut push_rx) = mpsc::channel::<Push>(256);
         let mut pushes: Pushes<oneshot::Sender<()>> = Pushes::new(receive_maximum);
         // Delivering to the subscriptions: replaced when they change, stopped when dropped.
         let mut feeding = Feeding::default();
-        feeding.restart(&shared, client_id, persistent, &subscriptions, &push_tx);
+        feeding.restart(&shared, client_id, persistent, &subscriptions);
         loop {
             // Hand on what waits, in order, while the pipeline and the limits allow.
             let mut pipeline_full = false;
@@ -511,7 +511,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
                                 // back) changes nothing and does not restart delivery.
                                 if changed {
                                     self.subscriptions_changed(client_id, persistent, &subscriptions);
-                                    feeding.restart(&shared, client_id, persistent, &subscriptions, &push_tx);
+                                    feeding.restart(&shared, client_id, persistent, &subscriptions);
                                 }
                                 self.send(&Outbound::SubAck { pkid, answers, why });
                             }
@@ -526,7 +526,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
                                     .collect();
                                 if existed.iter().any(|e| *e) {
                                     self.subscriptions_changed(client_id, persistent, &subscriptions);
-                                    feeding.restart(&shared, client_id, persistent, &subscriptions, &push_tx);
+                                    feeding.restart(&shared, client_id, persistent, &subscriptions);
                                 }
                                 self.send(&Outbound::UnsubAck { pkid, existed });
                             }
@@ -559,7 +559,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Conn<R, W> {
                     }
                 }
                 // A message for a subscription, while the client takes more.
-                Some(push) = push_rx.recv(), if pushes.has_room() && closing.is_none() => {
+                Some(push) = feeding.next(), if feeding.is_on() && pushes.has_room() && closing.is_none() => {
                     let pkid = match push.qos {
                         Qos::AtMostOnce => {
                             let _ = push.delivered.send(());
@@ -682,13 +682,19 @@ struct Subscriber<'a> {
     receive_maximum: u16,
 }
 
+/// A persistent session's feed, client id and subscriptions.
+type Kept = (Arc<dyn Feed>, String, Vec<(String, Qos)>);
+
 /// The feed delivering to this connection's subscriptions, stopped when replaced or dropped.
 #[derive(Default)]
 struct Feeding {
     stop: Option<CancellationToken>,
+    /// Where the feed sends; made with the first subscription (an idle device's connection
+    /// needs none).
+    pushes: Option<(mpsc::Sender<Push>, mpsc::Receiver<Push>)>,
     /// A persistent session's: kept again when the connection ends, so its expiry counts
     /// from then.
-    kept: Option<(Arc<dyn Feed>, String, Vec<(String, Qos)>)>,
+    kept: Option<Kept>,
 }
 
 impl Feeding {
@@ -698,7 +704,6 @@ impl Feeding {
         client_id: &str,
         persistent: bool,
         subscriptions: &[(String, Qos)],
-        pushes: &mpsc::Sender<Push>,
     ) {
         if let Some(old) = self.stop.take() {
             old.cancel();
@@ -708,12 +713,25 @@ impl Feeding {
             self.kept = Some((feed.clone(), client_id.to_string(), subscriptions.to_vec()));
         }
         if !subscriptions.is_empty() {
+            let (pushes, _) = self.pushes.get_or_insert_with(|| mpsc::channel(256));
             self.stop = Some(feed.start(FeedSession {
                 client_id: client_id.to_string(),
                 persistent,
                 subscriptions: subscriptions.to_vec(),
                 pushes: pushes.clone(),
             }));
+        }
+    }
+
+    fn is_on(&self) -> bool {
+        self.pushes.is_some()
+    }
+
+    /// The next message for the subscriptions (waits forever before the first subscription).
+    async fn next(&mut self) -> Option<Push> {
+        match &mut self.pushes {
+            Some((_, rx)) => rx.recv().await,
+            None => std::future::pending().await,
         }
     }
 }

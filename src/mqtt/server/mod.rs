@@ -420,13 +420,16 @@ async fn accept(
 async fn open(stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, shared: Arc<Shared>) {
     match tls {
         None => connection::serve(stream, peer, shared).await,
-        Some(acceptor) => {
-            match tokio::time::timeout(connection::CONNECT_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => connection::serve(stream, peer, shared).await,
-                Ok(Err(e)) => tracing::info!(%peer, error = %e, "MQTT TLS handshake failed"),
-                Err(_) => tracing::info!(%peer, "MQTT TLS handshake timed out"),
-            }
-        }
+        // Boxed: a plain connection's task need not be sized for the TLS one.
+        Some(acceptor) => Box::pin(open_tls(stream, peer, acceptor, shared)).await,
+    }
+}
+
+async fn open_tls(stream: TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, shared: Arc<Shared>) {
+    match tokio::time::timeout(connection::CONNECT_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => connection::serve(stream, peer, shared).await,
+        Ok(Err(e)) => tracing::info!(%peer, error = %e, "MQTT TLS handshake failed"),
+        Err(_) => tracing::info!(%peer, "MQTT TLS handshake timed out"),
     }
 }
 
