@@ -4,7 +4,7 @@
 //! becomes one MQTT PUBLISH on the route's `to` template. The route's position in a partition
 //! is committed durably (`<log dir>/@egress/<route>/<topic>-<partition>`) only once the MQTT side
 //! confirmed every record before it, so after a crash delivery resumes there: duplicates are
-//! bounded by what was in flight, and nothing is lost. A record whose template cannot be filled
+//! bounded by what was in flight (a few rounds), and nothing is lost. A record whose template cannot be filled
 //! goes to the dead-letter topic with the reason, and the position moves on.
 //!
 //! - `template`: the `to` template (pure).
@@ -273,8 +273,13 @@ async fn discover<S: Sink + Clone + 'static>(
     }
 }
 
+/// Rounds published and awaiting confirmation at once, per source: the next round goes out
+/// while the last one's PUBACKs come back, so delivery never idles at a round's end.
+const ROUNDS_IN_FLIGHT: usize = 2;
+
 /// Delivers what `source` hands out, round by round: publishes each record (or stores its
-/// dead letter), waits for every confirmation, then has the source commit.
+/// dead letter), and hands the round's confirmations with its checkpoint to a committer that
+/// commits, in order, once every confirmation of a round is in.
 async fn deliver<Src: Source, S: Sink + Clone>(
     route: Arc<EgressRoute>,
     mut source: Src,
@@ -283,6 +288,12 @@ async fn deliver<Src: Source, S: Sink + Clone>(
     stop: CancellationToken,
 ) {
     let counters = wiring.metrics.as_ref().map(|m| m.egress(&route.name));
+    let (rounds, confirmed) = tokio::sync::mpsc::channel(ROUNDS_IN_FLIGHT - 1);
+    let committer = tokio::spawn(commit_in_order(
+        confirmed,
+        counters.as_ref().map(|(c, _)| c.clone()),
+        stop.clone(),
+    ));
     // This source's part of the route's lag gauge.
     let mut lag = 0i64;
     loop {
@@ -292,7 +303,7 @@ async fn deliver<Src: Source, S: Sink + Clone>(
             lag = now;
         }
         let Some(round) = source.next(ROUND, &stop).await else {
-            return;
+            break;
         };
         let mut confirmations = Vec::with_capacity(round.len());
         let mut dead = Vec::new();
@@ -305,19 +316,38 @@ async fn deliver<Src: Source, S: Sink + Clone>(
         if !dead.is_empty() {
             store(&wiring.sink, dead, &stop).await;
         }
-        let delivered = confirmations.len() as u64;
+        if stop.is_cancelled()
+            || rounds
+                .send((confirmations, source.checkpoint()))
+                .await
+                .is_err()
+        {
+            break;
+        }
+    }
+    drop(rounds);
+    let _ = committer.await;
+}
+
+/// Commits each round's checkpoint once all its confirmations are in, in round order; stops
+/// at the first confirmation that fails (the publisher stopped) or at `stop`, committing
+/// nothing more.
+async fn commit_in_order(
+    mut rounds: tokio::sync::mpsc::Receiver<(Vec<publisher::Confirmation>, source::Checkpoint)>,
+    delivered: Option<prometheus::IntCounter>,
+    stop: CancellationToken,
+) {
+    while let Some((confirmations, checkpoint)) = rounds.recv().await {
+        let count = confirmations.len() as u64;
         for confirmation in confirmations {
             tokio::select! {
                 confirmed = confirmation => if confirmed.is_err() { return },
                 _ = stop.cancelled() => return,
             }
         }
-        if stop.is_cancelled() {
-            return;
-        }
-        source.commit(&stop).await;
-        if let Some((count, _)) = &counters {
-            count.inc_by(delivered);
+        checkpoint.commit(&stop).await;
+        if let Some(delivered) = &delivered {
+            delivered.inc_by(count);
         }
     }
 }

@@ -6,7 +6,7 @@
 use crate::config::{EgressStart, KafkaConfig};
 use crate::log::batch::{DecodedHeader, DecodedRecord};
 use crate::log::positions::Positions;
-use crate::log::{LogError, Offset, PartitionShared};
+use crate::log::{Offset, PartitionShared};
 use crate::sink::kafka::{consumer_config, LogContext};
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -36,12 +36,81 @@ pub trait Source: Send {
         stop: &CancellationToken,
     ) -> impl Future<Output = Option<Vec<SourceRecord>>> + Send;
 
-    /// Everything handed out so far is delivered: make that durable (retrying until it is, or
-    /// until `stop`).
-    fn commit(&mut self, stop: &CancellationToken) -> impl Future<Output = ()> + Send;
+    /// Where everything handed out so far ends: committed once all of it is delivered, while
+    /// the source hands out more.
+    fn checkpoint(&self) -> Checkpoint;
 
     /// Records not yet handed out, where the source can tell.
     fn lag(&self) -> Option<u64>;
+}
+
+/// A position to commit once every record before it is delivered.
+pub enum Checkpoint {
+    /// One partition of the embedded log: the offset after the last record handed out.
+    Embedded {
+        route: Arc<str>,
+        positions: Arc<Positions>,
+        topic: Arc<str>,
+        partition: u32,
+        next: Offset,
+    },
+    /// A Kafka consumer's offsets, per partition.
+    Kafka {
+        route: Arc<str>,
+        consumer: Arc<StreamConsumer<LogContext>>,
+        offsets: TopicPartitionList,
+    },
+}
+
+impl Checkpoint {
+    /// Makes it durable, retrying until it is (or until `stop`).
+    pub async fn commit(self, stop: &CancellationToken) {
+        let mut said = false;
+        loop {
+            let committed = match &self {
+                Checkpoint::Embedded {
+                    positions,
+                    topic,
+                    partition,
+                    next,
+                    ..
+                } => {
+                    let (positions, topic, p, next) =
+                        (positions.clone(), topic.clone(), *partition, *next);
+                    tokio::task::spawn_blocking(move || positions.store(&topic, p, next))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()))
+                }
+                Checkpoint::Kafka {
+                    consumer, offsets, ..
+                } => {
+                    let (consumer, offsets) = (consumer.clone(), offsets.clone());
+                    tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()))
+                }
+            };
+            match committed {
+                Ok(()) => return,
+                Err(e) => {
+                    if !said {
+                        let route = match &self {
+                            Checkpoint::Embedded { route, .. }
+                            | Checkpoint::Kafka { route, .. } => route,
+                        };
+                        tracing::error!(%route, error = %e, "cannot commit the egress position; retrying");
+                        said = true;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// One partition of the embedded log, with its committed position in `@egress/<route>/`.
@@ -92,7 +161,7 @@ impl EmbeddedSource {
                     EgressStart::Earliest => source.partition.start_offset(),
                     EgressStart::Latest => source.partition.end_offset(),
                 };
-                source.commit(stop).await;
+                source.checkpoint().commit(stop).await;
                 source.next
             }
         };
@@ -134,32 +203,13 @@ impl Source for EmbeddedSource {
         }
     }
 
-    async fn commit(&mut self, stop: &CancellationToken) {
-        let (topic, p, offset) = (
-            self.partition.topic.to_string(),
-            self.partition.partition,
-            self.next,
-        );
-        let mut said = false;
-        loop {
-            let positions = self.positions.clone();
-            let t = topic.clone();
-            let stored = tokio::task::spawn_blocking(move || positions.store(&t, p, offset))
-                .await
-                .unwrap_or_else(|e| Err(LogError::Closed(format!("position store task: {e}"))));
-            match stored {
-                Ok(()) => return,
-                Err(e) => {
-                    if !said {
-                        tracing::error!(route = %self.route, topic, partition = p, error = %e, "cannot store the egress position; retrying");
-                        said = true;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = stop.cancelled() => return,
-                    }
-                }
-            }
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::Embedded {
+            route: self.route.clone(),
+            positions: self.positions.clone(),
+            topic: self.partition.topic.clone(),
+            partition: self.partition.partition,
+            next: self.next,
         }
     }
 
@@ -260,33 +310,15 @@ impl Source for KafkaSource {
         Some(round)
     }
 
-    async fn commit(&mut self, stop: &CancellationToken) {
+    fn checkpoint(&self) -> Checkpoint {
         let mut offsets = TopicPartitionList::new();
         for (&p, &next) in &self.handed {
             let _ = offsets.add_partition_offset(&self.topic, p as i32, KafkaOffset::Offset(next));
         }
-        let mut said = false;
-        loop {
-            let consumer = self.consumer.clone();
-            let list = offsets.clone();
-            let committed =
-                tokio::task::spawn_blocking(move || consumer.commit(&list, CommitMode::Sync))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string()));
-            match committed {
-                Ok(()) => return,
-                Err(e) => {
-                    if !said {
-                        tracing::warn!(route = %self.route, topic = %self.topic, error = %e, "egress offsets not committed; retrying");
-                        said = true;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = stop.cancelled() => return,
-                    }
-                }
-            }
+        Checkpoint::Kafka {
+            route: self.route.clone(),
+            consumer: self.consumer.clone(),
+            offsets,
         }
     }
 

@@ -21,7 +21,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// The folder of persistent listener sessions, inside the log dir.
@@ -158,7 +158,6 @@ impl Feed for ListenerFeed {
             ),
         };
         let session = Arc::new(Target {
-            client_id: session.client_id,
             filters,
             pushes: session.pushes,
             store,
@@ -182,7 +181,6 @@ impl Feed for ListenerFeed {
 
 /// One session as the push tasks see it.
 struct Target {
-    client_id: String,
     filters: Vec<(Filter, Qos)>,
     pushes: tokio::sync::mpsc::Sender<Push>,
     store: Store,
@@ -281,6 +279,16 @@ async fn push(
         }
     };
     let mut appended = partition.subscribe();
+    let (rounds, delivered) = mpsc::channel(1);
+    tokio::spawn(commit_in_order(
+        route.clone(),
+        topic.clone(),
+        p,
+        session.clone(),
+        delivered,
+        count,
+        stop.clone(),
+    ));
     loop {
         let mut round = Vec::new();
         let mut records = partition.records(position);
@@ -329,6 +337,27 @@ async fn push(
             }
             delivered.push(rx);
         }
+        position = next;
+        // Committed by the committer once the device PUBACKed the round, while the next one
+        // goes out.
+        if rounds.send((delivered, position)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Stores each round's position once the device PUBACKed all of it, in round order; stops at
+/// the first that fails (the connection is gone) or at `stop`.
+async fn commit_in_order(
+    route: Arc<EgressRoute>,
+    topic: Arc<str>,
+    partition: u32,
+    session: Arc<Target>,
+    mut rounds: mpsc::Receiver<(Vec<oneshot::Receiver<()>>, Offset)>,
+    count: Option<IntCounter>,
+    stop: CancellationToken,
+) {
+    while let Some((delivered, position)) = rounds.recv().await {
         let n = delivered.len() as u64;
         for rx in delivered {
             tokio::select! {
@@ -339,8 +368,9 @@ async fn push(
         if let Some(count) = &count {
             count.inc_by(n);
         }
-        position = next;
-        session.store.store(&route, &topic, p, position).await;
-        tracing::trace!(client_id = session.client_id, route = %route.name, partition = p, position = position.0, "listener session caught up");
+        session
+            .store
+            .store(&route, &topic, partition, position)
+            .await;
     }
 }

@@ -87,6 +87,9 @@ pub fn open(config: &MqttConfig) -> Result<(Client, Session), SessionError> {
                 .set_max_packet_size(Some(MAX_PACKET))
                 // The broker keeps at most this many QoS 1 messages unacked towards us.
                 .set_receive_maximum(Some(config.max_inflight.min(u16::MAX as u32) as u16))
+                // Our own PUBLISHes (egress) unacked at once; without it rumqttc sizes its
+                // table for 65,535 (14 MiB).
+                .set_outgoing_inflight_upper_limit(config.max_inflight.min(u16::MAX as u32) as u16)
                 .set_connection_timeout(10);
             let expiry = if config.clean_start {
                 0
@@ -106,7 +109,8 @@ pub fn open(config: &MqttConfig) -> Result<(Client, Session), SessionError> {
                 .set_clean_session(config.clean_start)
                 .set_manual_acks(true)
                 .set_transport(transport)
-                .set_max_packet_size(MAX_PACKET as usize, 1 << 20);
+                .set_max_packet_size(MAX_PACKET as usize, 1 << 20)
+                .set_inflight(config.max_inflight.min(u16::MAX as u32) as u16);
             if let Some((user, pass)) = credentials {
                 o.set_credentials(user, pass);
             }
