@@ -329,6 +329,21 @@ async fn deliver<Src: Source, S: Sink + Clone>(
     let _ = committer.await;
 }
 
+/// Waits for every confirmation of a round, in order; false if one fails (its publisher or
+/// connection is gone) or egress stops first.
+pub(crate) async fn all_confirmed(
+    confirmations: Vec<publisher::Confirmation>,
+    stop: &CancellationToken,
+) -> bool {
+    for confirmation in confirmations {
+        tokio::select! {
+            confirmed = confirmation => if confirmed.is_err() { return false },
+            _ = stop.cancelled() => return false,
+        }
+    }
+    true
+}
+
 /// Commits each round's checkpoint once all its confirmations are in, in round order; stops
 /// at the first confirmation that fails (the publisher stopped) or at `stop`, committing
 /// nothing more.
@@ -339,11 +354,8 @@ async fn commit_in_order(
 ) {
     while let Some((confirmations, checkpoint)) = rounds.recv().await {
         let count = confirmations.len() as u64;
-        for confirmation in confirmations {
-            tokio::select! {
-                confirmed = confirmation => if confirmed.is_err() { return },
-                _ = stop.cancelled() => return,
-            }
+        if !all_confirmed(confirmations, &stop).await {
+            return;
         }
         checkpoint.commit(&stop).await;
         if let Some(delivered) = &delivered {

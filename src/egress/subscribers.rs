@@ -359,11 +359,8 @@ async fn commit_in_order(
 ) {
     while let Some((delivered, position)) = rounds.recv().await {
         let n = delivered.len() as u64;
-        for rx in delivered {
-            tokio::select! {
-                done = rx => if done.is_err() { return },
-                _ = stop.cancelled() => return,
-            }
+        if !super::all_confirmed(delivered, &stop).await {
+            return;
         }
         if let Some(count) = &count {
             count.inc_by(n);
