@@ -93,11 +93,13 @@ fn broker_view(log: &str, client: &str) -> BrokerView {
                 .and_then(|(_, b)| b.split(' ').next())
                 .and_then(|b| b.parse().ok())
                 .expect("bytes");
-            assert_eq!(
-                bytes,
-                format!("{device}:{seq}").len(),
-                "mapping first sends to messages: {line}"
-            );
+            if bytes != format!("{device}:{seq}").len() {
+                // The broker sent as new (d0) a message it had sent before: its order is not
+                // the model's any more (seen with Mosquitto 2.0.11 around reconnects when acks
+                // come in bursts). The loss and order checks on the log still hold.
+                view.anomalies
+                    .push(format!("first send out of the publisher's order: {line}"));
+            }
             if unacked.insert(mid, seq).is_some() {
                 view.anomalies
                     .push(format!("m{mid} reused while unacked: {line}"));
