@@ -162,7 +162,8 @@ fn main() -> ExitCode {
             partition,
         } => egress_route(&config, &topic, key, payload, headers, partition),
         Command::Run => return run(&runtime, &cli.config, config),
-        Command::Passwd { .. } => unreachable!("handled before the config is loaded"),
+        // Answered above, before any config is read; the same here for completeness.
+        Command::Passwd { user } => tributary::cli::passwd::line(&user).map(|l| println!("{l}")),
         Command::Reload => reload(&cli.config),
         Command::Topics => {
             let out = &mut std::io::stdout().lock();
