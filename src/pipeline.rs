@@ -67,14 +67,14 @@ pub async fn run<S: Sink>(
     let router = router.into();
     let mut stats = PipelineStats::default();
     let mut inflight = FuturesUnordered::new();
-    let mut failed: Vec<(u64, Delivery, SinkError)> = Vec::new();
+    let mut failed: Vec<Failed> = Vec::new();
     let mut seq = 0u64;
     let mut open = true;
     loop {
         if !failed.is_empty() && inflight.is_empty() {
             // Nothing is in flight, so everything after the first failure has failed too (the
             // sink fences): retry them all, in arrival order, until every one is stored.
-            failed.sort_by_key(|(seq, _, _)| *seq);
+            failed.sort_by_key(|f| f.seq);
             recover(
                 std::mem::take(&mut failed),
                 &router.current(),
@@ -132,9 +132,11 @@ pub async fn run<S: Sink>(
                     if failed.is_empty() {
                         tracing::warn!(error = %error, "append failed: pausing intake and retrying in order");
                     }
-                    // Retried one message at a time, in arrival order (the sort is stable).
+                    // Retried one message at a time, in arrival order (the sort is stable). A
+                    // refusal of a batch does not say which message was refused.
+                    let alone = batch.len() == 1;
                     for delivery in batch {
-                        failed.push((n, delivery, error.clone()));
+                        failed.push(Failed { seq: n, delivery, error: error.clone(), alone });
                     }
                 }
             }
@@ -142,13 +144,24 @@ pub async fn run<S: Sink>(
     }
 }
 
+/// A message whose append failed, waiting to be tried again.
+struct Failed {
+    /// The append it was in, for arrival order.
+    seq: u64,
+    delivery: Delivery,
+    error: SinkError,
+    /// The append held this message's records only, so the error is about them.
+    alone: bool,
+}
+
 /// Retries failed messages in rounds until all are stored: each round lifts the sink's fence
 /// and submits every one still failing, in arrival order (so they keep that order in each
-/// partition), backing off between rounds. A message the sink refuses for good goes to the
-/// dead-letter topic instead; one whose dead letter is refused too stays unacked and is tried
+/// partition), backing off between rounds. A message the sink refuses for good (in an append
+/// of its own: a refused batch is first retried message by message) goes to the dead-letter
+/// topic instead; one whose dead letter is refused too stays unacked and is tried
 /// again, holding back the rest, for nothing is acked that was not stored (DESIGN §5).
 async fn recover<S: Sink>(
-    mut failed: Vec<(u64, Delivery, SinkError)>,
+    mut failed: Vec<Failed>,
     router: &Router,
     sink: &S,
     stats: &mut PipelineStats,
@@ -163,10 +176,10 @@ async fn recover<S: Sink>(
         sink.resume();
         let attempts: Vec<_> = failed
             .drain(..)
-            .map(|(seq, delivery, error)| {
+            .map(|Failed { seq, delivery, error, alone }| {
                 stats.retries += 1;
                 let mut records = router.route(&delivery.message);
-                let dead_letter = !error.is_retryable();
+                let dead_letter = !error.is_retryable() && alone;
                 if dead_letter {
                     if say {
                         tracing::error!(topic = %delivery.message.topic, error = %error, "the sink refused a message's records for good; sending it to the dead-letter topic");
@@ -186,14 +199,19 @@ async fn recover<S: Sink>(
                 }
                 Err(e) => {
                     dead_letters_refused += usize::from(dead_letter && !e.is_retryable());
-                    failed.push((seq, delivery, e));
+                    failed.push(Failed {
+                        seq,
+                        delivery,
+                        error: e,
+                        alone: true,
+                    });
                 }
             }
         }
         if say && dead_letters_refused > 0 {
-            tracing::error!(error = %failed[0].2, messages = dead_letters_refused, round, "dead letters refused too: these messages stay unacked and are retried, holding back the rest; fix the dead-letter topic or the sink");
+            tracing::error!(error = %failed[0].error, messages = dead_letters_refused, round, "dead letters refused too: these messages stay unacked and are retried, holding back the rest; fix the dead-letter topic or the sink");
         } else if say && !failed.is_empty() {
-            tracing::warn!(error = %failed[0].2, waiting = failed.len(), round, "appends still failing; retrying");
+            tracing::warn!(error = %failed[0].error, waiting = failed.len(), round, "appends still failing; retrying");
         }
         round = round.saturating_add(1);
     }
