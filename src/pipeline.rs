@@ -98,6 +98,7 @@ pub async fn run<S: Sink>(
                 let router = router.current();
                 let mut batch = Vec::new();
                 let mut records = Vec::new();
+                let mut bytes = 0usize;
                 let mut next = Some(first);
                 while let Some(delivery) = next.take() {
                     stats.messages += 1;
@@ -109,12 +110,13 @@ pub async fn run<S: Sink>(
                         }
                         delivery.stored();
                     } else {
+                        bytes += delivery.message.payload.len();
                         stats.records += routed.len() as u64;
                         stats.dead_letters += routed.iter().filter(|r| r.dead_letter.is_some()).count() as u64;
                         records.extend(routed);
                         batch.push(delivery);
                     }
-                    if batch.len() < BATCH {
+                    if batch.len() < BATCH && bytes < BATCH_BYTES {
                         next = deliveries.try_recv().ok();
                     }
                 }
@@ -217,8 +219,11 @@ async fn recover<S: Sink>(
     }
 }
 
-/// Messages taken into one append at most, when that many are waiting.
+/// Messages taken into one append at most, when that many are waiting...
 const BATCH: usize = 256;
+/// ...and payload bytes, past which no more join (a partition's records of one append are one
+/// log batch, at most 64 MiB).
+const BATCH_BYTES: usize = 1 << 20;
 
 /// 50 ms doubling to 5 s.
 fn backoff(attempt: u32) -> Duration {
