@@ -476,3 +476,56 @@ async fn an_offline_persistent_session_gets_what_it_missed() {
 fn received_len(r: &Arc<Mutex<Vec<(String, String)>>>) -> usize {
     r.lock().unwrap().len()
 }
+
+/// With only the listener (no broker), a record whose topic cannot be made still becomes one
+/// dead letter, and the records around it reach the subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_an_unfillable_record_is_still_a_dead_letter() {
+    let log = Log::embedded();
+    let Log::Embedded(kafka_port) = log else {
+        unreachable!()
+    };
+    let (mut gw, port) = listener_gateway(kafka_port);
+    let received = subscriber_as(port, "solo", true, "devices/k1/commands");
+    let producer = producer(&log);
+    for (key, value) in [
+        (Some("k1"), "first"),
+        (None, "no-key"),
+        (Some("k1"), "last"),
+    ] {
+        let mut record = FutureRecord::to("commands").payload(value).partition(0);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produced");
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || received_len(&received) >= 2
+            && gw
+                .records("tributary.dead-letter")
+                .values()
+                .flatten()
+                .count()
+                == 1),
+        "{:?}\n{}",
+        received.lock().unwrap(),
+        gw.log()
+    );
+    let got: Vec<String> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, p)| p.clone())
+        .collect();
+    assert_eq!(got, ["first", "last"]);
+    let dead = gw.records("tributary.dead-letter");
+    let dead: Vec<_> = dead.values().flatten().collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].value_str(), "no-key");
+    assert_eq!(dead[0].header("error"), Some("the record has no key"));
+    assert!(gw.terminate().success(), "{}", gw.log());
+}

@@ -214,21 +214,38 @@ pub async fn run(
         watch.as_ref().map(|w| w.metrics.clone()),
     ));
 
+    // Egress reads when there is somewhere to deliver: the broker, or the listener's
+    // subscribers (they read for themselves; the routes then make the dead letters).
+    let listener_feed = config.listener.is_some() && backend.embedded_log().is_some();
     let egress = match &config.mqtt {
-        Some(mqtt) if !config.egress.is_empty() => {
+        _ if config.egress.is_empty() => None,
+        None if !listener_feed => None,
+        mqtt => {
             let routes = egress_routes;
-            let from = match backend.embedded_log() {
-                Some(log) => egress::Origin::Embedded {
+            let from = match (backend.embedded_log(), mqtt) {
+                (Some(log), _) => egress::Origin::Embedded {
                     log: log.clone(),
                     dir: config.log.embedded.dir.clone(),
                 },
-                None => egress::Origin::Kafka {
+                (None, Some(mqtt)) => egress::Origin::Kafka {
                     kafka: config.log.kafka.clone(),
                     instance: mqtt.client_id.clone(),
                 },
+                (None, None) => {
+                    return Err(AppError::Other(
+                        "egress from Kafka needs the mqtt section".into(),
+                    ))
+                }
             };
-            let publisher = BrokerPublisher::start(mqtt)?;
-            tracing::info!(routes = routes.len(), "egress running");
+            let publisher = match mqtt {
+                Some(mqtt) => Some(BrokerPublisher::start(mqtt)?),
+                None => None,
+            };
+            tracing::info!(
+                routes = routes.len(),
+                broker = publisher.is_some(),
+                "egress running"
+            );
             let wiring = egress::Wiring {
                 from,
                 sink: sink.clone(),
@@ -238,7 +255,6 @@ pub async fn run(
             };
             Some(Egress::start(routes, publisher, wiring).map_err(AppError::Other)?)
         }
-        _ => None,
     };
     let mut current = config;
     tokio::pin!(shutdown);

@@ -153,20 +153,23 @@ pub enum Origin {
 pub struct Egress {
     tasks: TaskTracker,
     stop: CancellationToken,
-    publisher: Arc<BrokerPublisher>,
+    publisher: Option<Arc<BrokerPublisher>>,
 }
 
 impl Egress {
     /// Starts every route: from the embedded log, a task per route that finds the partitions
     /// of its topic and a delivery task per partition; from Kafka, one consumer per route.
+    /// Without a `publisher` (no broker client: the listener's sessions read for themselves)
+    /// the routes still read every record, so that those whose topic cannot be made become
+    /// dead letters, once.
     pub fn start<S: Sink + Clone + 'static>(
         routes: Vec<EgressRoute>,
-        publisher: BrokerPublisher,
+        publisher: Option<BrokerPublisher>,
         wiring: Wiring<S>,
     ) -> Result<Egress, String> {
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();
-        let publisher = Arc::new(publisher);
+        let publisher = publisher.map(Arc::new);
         for route in routes {
             let route = Arc::new(route);
             match &wiring.from {
@@ -215,7 +218,7 @@ impl Egress {
         {
             tracing::warn!("egress routes did not stop in 10s");
         }
-        if let Ok(publisher) = Arc::try_unwrap(self.publisher) {
+        if let Some(Ok(publisher)) = self.publisher.map(Arc::try_unwrap) {
             publisher.stop().await;
         }
     }
@@ -225,7 +228,7 @@ impl Egress {
 /// partition.
 async fn discover<S: Sink + Clone + 'static>(
     route: Arc<EgressRoute>,
-    publisher: Arc<BrokerPublisher>,
+    publisher: Option<Arc<BrokerPublisher>>,
     wiring: Wiring<S>,
     tasks: TaskTracker,
     stop: CancellationToken,
@@ -283,7 +286,7 @@ const ROUNDS_IN_FLIGHT: usize = 2;
 async fn deliver<Src: Source, S: Sink + Clone>(
     route: Arc<EgressRoute>,
     mut source: Src,
-    publisher: Arc<BrokerPublisher>,
+    publisher: Option<Arc<BrokerPublisher>>,
     wiring: Wiring<S>,
     stop: CancellationToken,
 ) {
@@ -309,7 +312,11 @@ async fn deliver<Src: Source, S: Sink + Clone>(
         let mut dead = Vec::new();
         for r in &round {
             match route.outgoing(&r.record, r.partition) {
-                Ok(message) => confirmations.push(publisher.publish(message).await),
+                Ok(message) => {
+                    if let Some(publisher) = &publisher {
+                        confirmations.push(publisher.publish(message).await);
+                    }
+                }
                 Err(why) => dead.push(dead_letter(&route, r, &why, &wiring)),
             }
         }

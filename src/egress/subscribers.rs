@@ -310,7 +310,7 @@ async fn push(
         }
         let mut delivered = Vec::new();
         for record in &round {
-            // A record the template cannot make a topic of is the broker path's dead letter.
+            // A record the template cannot make a topic of is the route's dead letter.
             let Ok(message) = route.outgoing(record, p) else {
                 continue;
             };
