@@ -65,6 +65,7 @@ pub async fn run<S: Sink>(
     metrics: Option<Arc<Metrics>>,
 ) -> PipelineStats {
     let router = router.into();
+    let limit = if sink.takes_batches() { BATCH } else { 1 };
     let mut stats = PipelineStats::default();
     let mut inflight = FuturesUnordered::new();
     let mut failed: Vec<Failed> = Vec::new();
@@ -116,7 +117,7 @@ pub async fn run<S: Sink>(
                         records.extend(routed);
                         batch.push(delivery);
                     }
-                    if batch.len() < BATCH && bytes < BATCH_BYTES {
+                    if batch.len() < limit && bytes < BATCH_BYTES {
                         next = deliveries.try_recv().ok();
                     }
                 }

@@ -142,6 +142,10 @@ impl<S: Sink> Sink for WatchedSink<S> {
         self.inner.resume();
     }
 
+    fn takes_batches(&self) -> bool {
+        self.inner.takes_batches()
+    }
+
     fn partition_counts(
         &self,
     ) -> impl Future<Output = Result<BTreeMap<String, u32>, SinkError>> + Send {

@@ -372,6 +372,11 @@ impl Sink for KafkaSink {
         let _ = self.submit.send(Command::Resume);
     }
 
+    /// A record Kafka refuses at delivery leaves the others of its append stored.
+    fn takes_batches(&self) -> bool {
+        false
+    }
+
     async fn partition_counts(&self) -> Result<BTreeMap<String, u32>, SinkError> {
         let known = self.shared.known.read().unwrap_or_else(|e| e.into_inner());
         Ok(known.iter().map(|(t, &n)| (t.clone(), n)).collect())

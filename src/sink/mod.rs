@@ -178,6 +178,13 @@ pub trait Sink: Send + Sync + 'static {
     /// nothing in flight, and will retry in arrival order.
     fn resume(&self);
 
+    /// Whether one append may carry the records of many messages. False for a sink whose failed
+    /// append may still have stored some of its records (Kafka: a record refused at delivery
+    /// while the others went in): retrying every message of it would store those twice.
+    fn takes_batches(&self) -> bool {
+        true
+    }
+
     /// Partition counts of the topics that exist already: they win over the config.
     fn partition_counts(
         &self,
@@ -241,6 +248,14 @@ impl Sink for AnySink {
             AnySink::Embedded(sink) => sink.resume(),
             AnySink::Kafka(sink) => sink.resume(),
             AnySink::Buffered(sink) => sink.resume(),
+        }
+    }
+
+    fn takes_batches(&self) -> bool {
+        match self {
+            AnySink::Embedded(sink) => sink.takes_batches(),
+            AnySink::Kafka(sink) => sink.takes_batches(),
+            AnySink::Buffered(sink) => sink.takes_batches(),
         }
     }
 
