@@ -218,32 +218,7 @@ async fn commands_across_a_sigkill(log: Log, topic: &str) {
     assert!(all, "lost {} of {N} commands\n{}", N - distinct(), gw.log());
     // Each on its device's topic; per key, first deliveries in produced order, and every
     // repeat is a redelivery of what came before the kill's committed position.
-    let mut per_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (topic, payload) in &got {
-        let (key, seq) = payload.split_once(':').unwrap();
-        assert_eq!(topic, &format!("devices/{key}/commands"));
-        per_key
-            .entry(key.to_string())
-            .or_default()
-            .push(seq.parse().unwrap());
-    }
-    let mut duplicates = 0;
-    for (key, seqs) in &per_key {
-        let mut seen = std::collections::BTreeSet::new();
-        let mut last_new = None;
-        for &s in seqs {
-            if seen.insert(s) {
-                assert!(
-                    last_new.is_none_or(|l| s > l),
-                    "{key}: {s} after {last_new:?}: {seqs:?}"
-                );
-                last_new = Some(s);
-            } else {
-                duplicates += 1;
-            }
-        }
-        assert_eq!(seen.len(), N / KEYS, "{key}");
-    }
+    let duplicates = check_per_key(&got, N);
     println!(
         "egress from {topic} across a SIGKILL: {N} produced, {} delivered, lost 0, duplicates {duplicates} (killed after {at_kill} deliveries)",
         got.len()
@@ -262,22 +237,7 @@ async fn an_unfillable_template_makes_a_dead_letter_and_delivery_goes_on() {
     gw.start();
     let received = subscriber(broker.port);
     let producer = producer(&log);
-    // One partition, so order is plain: a keyed command, an unkeyed one, a keyed one.
-    for (key, value) in [
-        (Some("k1"), "first"),
-        (None, "no-key"),
-        (Some("k1"), "last"),
-    ] {
-        let mut record = FutureRecord::to("commands").payload(value).partition(0);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produced");
-    }
+    produce_one_unkeyed(&producer).await;
     assert!(
         wait_until(Duration::from_secs(15), || received.lock().unwrap().len()
             >= 2),
@@ -379,28 +339,7 @@ async fn to_listener_subscribers_commands_arrive_in_order_across_a_sigkill() {
     let all = wait_until(Duration::from_secs(30), || distinct() >= N);
     assert!(all, "lost {} of {N}\n{}", N - distinct(), gw.log());
     let got = received.lock().unwrap().clone();
-    let mut per_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (topic, payload) in &got {
-        let (key, seq) = payload.split_once(':').unwrap();
-        assert_eq!(topic, &format!("devices/{key}/commands"));
-        per_key.entry(key).or_default().push(seq.parse().unwrap());
-    }
-    let mut duplicates = 0;
-    for (key, seqs) in &per_key {
-        let mut seen = std::collections::BTreeSet::new();
-        let mut last_new = None;
-        for &s in seqs {
-            if seen.insert(s) {
-                assert!(
-                    last_new.is_none_or(|l| s > l),
-                    "{key}: {s} after {last_new:?}"
-                );
-                last_new = Some(s);
-            } else {
-                duplicates += 1;
-            }
-        }
-    }
+    let duplicates = check_per_key(&got, N);
     println!(
         "egress to listener subscribers across a SIGKILL: {N} produced, {} delivered, lost 0, duplicates {duplicates} (killed after {at_kill})",
         got.len()
@@ -488,21 +427,7 @@ async fn without_a_broker_an_unfillable_record_is_still_a_dead_letter() {
     let (mut gw, port) = listener_gateway(kafka_port);
     let received = subscriber_as(port, "solo", true, "devices/k1/commands");
     let producer = producer(&log);
-    for (key, value) in [
-        (Some("k1"), "first"),
-        (None, "no-key"),
-        (Some("k1"), "last"),
-    ] {
-        let mut record = FutureRecord::to("commands").payload(value).partition(0);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produced");
-    }
+    produce_one_unkeyed(&producer).await;
     assert!(
         wait_until(Duration::from_secs(15), || received_len(&received) >= 2
             && gw
@@ -528,4 +453,53 @@ async fn without_a_broker_an_unfillable_record_is_still_a_dead_letter() {
     assert_eq!(dead[0].value_str(), "no-key");
     assert_eq!(dead[0].header("error"), Some("the record has no key"));
     assert!(gw.terminate().success(), "{}", gw.log());
+}
+
+/// To partition 0 of `commands`, so order is plain: a command keyed k1 ("first"), an unkeyed
+/// one ("no-key": no topic can be made of it), another keyed k1 ("last").
+async fn produce_one_unkeyed(producer: &FutureProducer) {
+    for (key, value) in [
+        (Some("k1"), "first"),
+        (None, "no-key"),
+        (Some("k1"), "last"),
+    ] {
+        let mut record = FutureRecord::to("commands").payload(value).partition(0);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produced");
+    }
+}
+
+/// Checks what a subscriber got of `n` commands `d<k>:<i>`: each on its device's topic, every
+/// one there, first deliveries in produced order per key; returns the duplicates.
+fn check_per_key(got: &[(String, String)], n: usize) -> usize {
+    let mut per_key: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (topic, payload) in got {
+        let (key, seq) = payload.split_once(':').unwrap();
+        assert_eq!(topic, &format!("devices/{key}/commands"));
+        per_key.entry(key).or_default().push(seq.parse().unwrap());
+    }
+    let mut duplicates = 0;
+    for (key, seqs) in &per_key {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut last_new = None;
+        for &s in seqs {
+            if seen.insert(s) {
+                assert!(
+                    last_new.is_none_or(|l| s > l),
+                    "{key}: {s} after {last_new:?}: {seqs:?}"
+                );
+                last_new = Some(s);
+            } else {
+                duplicates += 1;
+            }
+        }
+        assert_eq!(seen.len(), n / KEYS, "{key}");
+    }
+    duplicates
 }
