@@ -206,25 +206,16 @@ async fn commands_across_a_sigkill(log: Log, topic: &str) {
     gw.start();
     produce(&producer, topic, N / 2..N).await;
 
-    let distinct = || {
-        let got = received.lock().unwrap();
-        got.iter()
-            .map(|(_, p)| p.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .len()
-    };
-    let all = wait_until(Duration::from_secs(30), || distinct() >= N);
-    let got = received.lock().unwrap().clone();
-    assert!(all, "lost {} of {N} commands\n{}", N - distinct(), gw.log());
     // Each on its device's topic; per key, first deliveries in produced order, and every
-    // repeat is a redelivery of what came before the kill's committed position.
+    // repeat is a redelivery of what came after the kill's committed position.
+    let got = all_received(&received, N, &gw);
     let duplicates = check_per_key(&got, N);
     println!(
         "egress from {topic} across a SIGKILL: {N} produced, {} delivered, lost 0, duplicates {duplicates} (killed after {at_kill} deliveries)",
         got.len()
     );
-    // Redelivery is bounded by what was published and not yet committed: one round per
-    // partition at most.
+    // Redelivery is bounded by what was published and not yet committed: the rounds in
+    // flight per partition.
     assert!(duplicates <= 3 * 512, "{duplicates} duplicates");
     assert!(gw.terminate().success(), "{}", gw.log());
 }
@@ -327,18 +318,7 @@ async fn to_listener_subscribers_commands_arrive_in_order_across_a_sigkill() {
     let at_kill = count();
     start_listening(&mut gw);
     produce(&producer, "commands", N / 2..N).await;
-    let distinct = || {
-        received
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, p)| p.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .len()
-    };
-    let all = wait_until(Duration::from_secs(30), || distinct() >= N);
-    assert!(all, "lost {} of {N}\n{}", N - distinct(), gw.log());
-    let got = received.lock().unwrap().clone();
+    let got = all_received(&received, N, &gw);
     let duplicates = check_per_key(&got, N);
     println!(
         "egress to listener subscribers across a SIGKILL: {N} produced, {} delivered, lost 0, duplicates {duplicates} (killed after {at_kill})",
@@ -502,4 +482,25 @@ fn check_per_key(got: &[(String, String)], n: usize) -> usize {
         assert_eq!(seen.len(), n / KEYS, "{key}");
     }
     duplicates
+}
+
+/// Waits (up to 30 s) until `received` holds all `n` commands, at least once each, and
+/// returns everything received; fails naming how many are missing.
+fn all_received(
+    received: &Arc<Mutex<Vec<(String, String)>>>,
+    n: usize,
+    gw: &Gateway,
+) -> Vec<(String, String)> {
+    let distinct = || {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, p)| p.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    let all = wait_until(Duration::from_secs(30), || distinct() >= n);
+    assert!(all, "lost {} of {n} commands\n{}", n - distinct(), gw.log());
+    received.lock().unwrap().clone()
 }
