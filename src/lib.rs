@@ -27,6 +27,7 @@
 //!   (a pure decision over facts), the sink wrapper that counts appends, and the `http.listen`
 //!   endpoint (`/metrics`, `/healthz`, `/readyz`).
 //! - [`cli`]: what the commands print.
+//! - [`security`]: what both listeners let clients in with: users files, SCRAM, TLS.
 //! - [`alloc`]: the binary's allocator, which survives a huge allocation a malformed Kafka
 //!   request asks for.
 
@@ -43,4 +44,5 @@ pub mod ops;
 pub mod pipeline;
 pub mod record;
 pub mod route;
+pub mod security;
 pub mod sink;

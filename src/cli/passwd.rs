@@ -1,6 +1,6 @@
 //! `tributary passwd USER`: reads a password and prints the `users_file` line for it.
 
-use crate::mqtt::server::auth::hash_password;
+use crate::security::users::hash_password;
 use std::io::{BufRead, IsTerminal, Write};
 
 /// Reads the password from stdin (without echo on a terminal) and returns `USER:<argon2id>`.

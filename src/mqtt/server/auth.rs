@@ -1,11 +1,8 @@
-//! Who may connect to the listener: `auth.users_file` holds lines `user:<hash>`, the hash
-//! argon2id (PHC string, `$argon2id$...`, what `tributary passwd` writes) or bcrypt
-//! (`$2a$`/`$2b$`/`$2y$`, as `htpasswd -B` writes). Blank lines and `#` comments are skipped.
+//! Who may connect to the listener: with `auth.users_file`, CONNECT's user and password are
+//! checked against its lines (`security::users`); anonymous access is what `allow_anonymous`
+//! says.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
-use std::collections::HashMap;
-use std::path::Path;
+use crate::security::users::Users;
 
 /// What the listener's CONNECT check decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,101 +46,10 @@ impl Auth {
     }
 }
 
-#[derive(Debug, Clone)]
-enum Hash {
-    Argon2(String),
-    Bcrypt(String),
-}
-
-/// The users of `users_file`.
-#[derive(Debug, Clone, Default)]
-pub struct Users(HashMap<String, Hash>);
-
-impl Users {
-    /// Reads `path`; each error names its line.
-    pub fn load(path: &Path) -> Result<Users, Vec<String>> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
-        Users::parse(&text)
-    }
-
-    pub fn parse(text: &str) -> Result<Users, Vec<String>> {
-        let mut users = HashMap::new();
-        let mut errors = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let n = i + 1;
-            let Some((user, hash)) = line.split_once(':') else {
-                errors.push(format!(
-                    "line {n}: expected user:<hash>, as `tributary passwd USER` prints"
-                ));
-                continue;
-            };
-            let hash = if hash.starts_with("$argon2") {
-                match PasswordHash::new(hash) {
-                    Ok(_) => Hash::Argon2(hash.to_string()),
-                    Err(e) => {
-                        errors.push(format!(
-                            "line {n}: user {user}: not a valid argon2 hash ({e})"
-                        ));
-                        continue;
-                    }
-                }
-            } else if ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p)) {
-                if hash.len() != 60 {
-                    errors.push(format!(
-                        "line {n}: user {user}: a bcrypt hash is 60 characters"
-                    ));
-                    continue;
-                }
-                Hash::Bcrypt(hash.to_string())
-            } else {
-                errors.push(format!("line {n}: user {user}: the hash must be argon2id ($argon2id$...) or bcrypt ($2b$...); make one with `tributary passwd {user}`"));
-                continue;
-            };
-            if user.is_empty() || users.insert(user.to_string(), hash).is_some() {
-                errors.push(format!("line {n}: user {user:?} is empty or listed twice"));
-            }
-        }
-        match errors.is_empty() {
-            true => Ok(Users(users)),
-            false => Err(errors),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn verify(&self, user: &str, password: &[u8]) -> bool {
-        match self.0.get(user) {
-            Some(Hash::Argon2(phc)) => PasswordHash::new(phc)
-                .is_ok_and(|h| Argon2::default().verify_password(password, &h).is_ok()),
-            Some(Hash::Bcrypt(hash)) => bcrypt::verify(password, hash).unwrap_or(false),
-            None => false,
-        }
-    }
-}
-
-/// An argon2id hash of `password` with a fresh salt, as a PHC string for `users_file`.
-pub fn hash_password(password: &[u8]) -> Result<String, String> {
-    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-    Argon2::default()
-        .hash_password(password, &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::security::users::hash_password;
 
     #[test]
     fn argon2_and_bcrypt_lines_verify() {
@@ -176,14 +82,5 @@ mod tests {
             Verdict::BadCredentials,
             "a user that is given is checked even when anonymous access is on"
         );
-    }
-
-    #[test]
-    fn bad_lines_are_named() {
-        let errors = Users::parse("ok:$2b$04$short\nnocolon\nu:plaintext\n").unwrap_err();
-        assert_eq!(errors.len(), 3, "{errors:?}");
-        assert!(errors[0].starts_with("line 1: user ok"), "{errors:?}");
-        assert!(errors[1].starts_with("line 2:"), "{errors:?}");
-        assert!(errors[2].contains("tributary passwd u"), "{errors:?}");
     }
 }

@@ -16,12 +16,13 @@ pub mod codec;
 mod connection;
 pub mod feed;
 pub mod inflight;
-pub mod tls;
 
 use crate::config::ListenerConfig;
 use crate::message::{Ack, Delivery};
 use crate::ops::FaceMetrics;
-use auth::{Auth, Users};
+use crate::security::tls::{self, TlsFiles};
+use crate::security::users::Users;
+use auth::Auth;
 use codec::{Outbound, Reason, Will};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -60,9 +61,25 @@ pub fn load(config: &ListenerConfig) -> Result<(Auth, Option<TlsAcceptor>), List
         None => None,
     };
     let auth = Auth::new(config.auth.allow_anonymous, users);
-    let tls = match config.tls.listen {
-        Some(_) => Some(tls::acceptor(&config.tls).map_err(ListenerError::Tls)?),
-        None => None,
+    let tls = match (
+        config.tls.listen,
+        &config.tls.cert_file,
+        &config.tls.key_file,
+    ) {
+        (None, _, _) => None,
+        (Some(_), Some(cert_file), Some(key_file)) => {
+            let files = TlsFiles {
+                cert_file,
+                key_file,
+                client_ca_file: config.tls.client_ca_file.as_deref(),
+            };
+            Some(tls::acceptor(files, "listener.tls").map_err(ListenerError::Tls)?)
+        }
+        (Some(_), _, _) => {
+            return Err(ListenerError::Tls(
+                "listener.tls: cert_file and key_file are needed".into(),
+            ))
+        }
     };
     Ok((auth, tls))
 }
