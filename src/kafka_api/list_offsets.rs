@@ -1,8 +1,9 @@
 //! ListOffsets: the log start (-2), the end (-1), the newest record (-3, v7+), or the first
-//! record at or after a timestamp.
+//! record at or after a timestamp. As Kafka does, the answer to -3 or a timestamp carries the
+//! timestamp of the record found (the Java client's `offsetsForTimes` returns it), the others -1.
 
 use super::{log_error, Context};
-use crate::log::Offset;
+use crate::log::{LogError, Offset, PartitionShared};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -30,17 +31,24 @@ pub fn handle(ctx: &Context<'_>, r: ListOffsetsRequest, _version: i16) -> ListOf
                             .with_timestamp(-1);
                     };
                     let found = match p.timestamp {
-                        -2 => Ok(Some(part.start_offset())),
-                        // -1 latest; -3 (v7) the offset of the largest timestamp: the newest record
-                        // here, where timestamps are receive times.
-                        -1 => Ok(Some(part.end_offset())),
-                        -3 => Ok(Some(Offset(part.end_offset().0.saturating_sub(1)))),
-                        t => part.offset_for_time(t),
+                        -2 => Ok(Some((part.start_offset(), -1))),
+                        -1 => Ok(Some((part.end_offset(), -1))),
+                        // -3 (v7) the offset of the largest timestamp: the newest record here,
+                        // where timestamps mostly are receive times; none in an empty partition.
+                        -3 => match part.end_offset().0.checked_sub(1) {
+                            Some(last) if last >= part.start_offset().0 => {
+                                with_timestamp(&part, Some(Offset(last)))
+                            }
+                            _ => Ok(None),
+                        },
+                        t => part
+                            .offset_for_time(t)
+                            .and_then(|o| with_timestamp(&part, o)),
                     };
                     match found {
-                        Ok(Some(o)) => answer
-                            .with_offset(o.0 as i64)
-                            .with_timestamp(if p.timestamp >= 0 { p.timestamp } else { -1 }),
+                        Ok(Some((o, timestamp))) => {
+                            answer.with_offset(o.0 as i64).with_timestamp(timestamp)
+                        }
                         Ok(None) => answer.with_offset(-1).with_timestamp(-1),
                         Err(e) => answer
                             .with_error_code(log_error(&e).code())
@@ -55,4 +63,21 @@ pub fn handle(ctx: &Context<'_>, r: ListOffsetsRequest, _version: i16) -> ListOf
         })
         .collect();
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// `offset` with the timestamp of its record (-1 if the record cannot be read back).
+fn with_timestamp(
+    part: &PartitionShared,
+    offset: Option<Offset>,
+) -> Result<Option<(Offset, i64)>, LogError> {
+    let Some(offset) = offset else {
+        return Ok(None);
+    };
+    // The one batch holding it is enough.
+    let timestamp = match part.records(offset).read_bytes(1).next() {
+        Some(Ok(r)) if r.offset == offset.0 as i64 => r.timestamp_ms,
+        Some(Err(e)) => return Err(e),
+        _ => -1,
+    };
+    Ok(Some((offset, timestamp)))
 }
