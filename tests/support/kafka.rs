@@ -230,13 +230,7 @@ impl KafkaBroker {
     }
 
     fn java_command(&self, class: &str) -> Command {
-        let java = match std::env::var_os("JAVA_HOME") {
-            Some(home) if Path::new(&home).join("bin/java").exists() => {
-                Path::new(&home).join("bin/java")
-            }
-            _ => PathBuf::from("java"),
-        };
-        let mut cmd = Command::new(java);
+        let mut cmd = Command::new(jdk_tool("java"));
         cmd.current_dir(self.dir.path())
             .args(&self.jvm_opts)
             .arg("-XX:+ExitOnOutOfMemoryError")
@@ -339,6 +333,33 @@ impl Drop for KafkaBroker {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `tool` (`java`, `javac`) of the JDK at `JAVA_HOME`, else the one on PATH.
+pub fn jdk_tool(tool: &str) -> PathBuf {
+    match std::env::var_os("JAVA_HOME") {
+        Some(home) if Path::new(&home).join("bin").join(tool).exists() => {
+            Path::new(&home).join("bin").join(tool)
+        }
+        _ => PathBuf::from(tool),
+    }
+}
+
+/// A `java` command running `class` from `classes` (a test's own compiled programs, such as
+/// tests/java's) with the Kafka jars ([`KafkaBroker::jars`]) after them on the class path, and
+/// `jvm_opts`; stdin closed.
+pub fn java_program(jvm_opts: &[&str], classes: &Path, class: &str) -> Command {
+    let mut cmd = Command::new(jdk_tool("java"));
+    cmd.args(jvm_opts)
+        .arg("-cp")
+        .arg(format!(
+            "{}:{}/*",
+            classes.display(),
+            KafkaBroker::jars().display()
+        ))
+        .arg(class)
+        .stdin(Stdio::null());
+    cmd
 }
 
 /// The log4j2 configuration: INFO to stdout (kafka.log), without the long config dumps.
