@@ -12,8 +12,14 @@
 //! log) nor by the listener (the gateway's log), and every request the client sent was answered;
 //! APIs the broker does not offer are refused by the client itself, each one it can do without.
 //!
-//! Outside tools: a JDK 17+ (`javac`, `java`) and the Kafka jars (`scripts/kafka-jars`), which
-//! `scripts/test` installs; a missing one fails the test with the command that installs it.
+//!
+//! The Python clients (confluent-kafka and kafka-python, tests/python/group_resume.py) run a
+//! smaller scenario on both targets the same way: create a topic, produce keyed records, read
+//! them in a group, commit half, resume from there.
+//!
+//! Outside tools: a JDK 17+ (`javac`, `java`), the Kafka jars (`scripts/kafka-jars`) and the two
+//! Python clients, which `scripts/test` installs; a missing one fails the test with the command
+//! that installs it.
 
 mod support;
 
@@ -43,6 +49,9 @@ const STEP_MS: i64 = 1000;
 const SUITE_TIMEOUT: Duration = Duration::from_secs(300);
 const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/ClientSuite.java");
 const LOG4J: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/java/log4j2.properties");
+const PYTHON_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/group_resume.py");
+/// Records group_resume.py produces (keys and timestamps as ClientSuite's).
+const PYTHON_RECORDS: usize = 30;
 
 #[test]
 fn java_client_suite_on_the_embedded_listener() {
@@ -54,15 +63,19 @@ fn java_client_suite_on_a_real_kafka_broker() {
     scenario(&Target::Kafka(KafkaBroker::shared()));
 }
 
+#[test]
+fn python_clients_on_the_embedded_listener() {
+    python_scenario(&Target::embedded());
+}
+
+#[test]
+fn python_clients_on_a_real_kafka_broker() {
+    python_scenario(&Target::Kafka(KafkaBroker::shared()));
+}
+
 /// Runs ClientSuite on `target` and asserts everything it observed.
 fn scenario(target: &Target) {
-    // Explicit timestamps, a little in the past (a real broker's retention and its
-    // message.timestamp.*.max.ms bounds are far from them).
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let base = (now_ms - 600_000) / 1000 * 1000;
+    let base = base_timestamp();
     let prefix = format!("java-{}-{}", target.name(), std::process::id());
     let topic = format!("{prefix}-events");
     let group = format!("{prefix}-group");
@@ -76,7 +89,7 @@ fn scenario(target: &Target) {
         fmt_set(&run.wire.refused()),
     );
     let _context = OnPanic(|| run.context(target));
-    let model = Model::new(base);
+    let model = Model::new(base, FIRST, MORE);
 
     check_admin(run.step("admin"), &topic);
     check_produce(run.step("produce"), &model, 0..FIRST);
@@ -91,6 +104,60 @@ fn scenario(target: &Target) {
     if let Err(e) = check_connections(&run, target) {
         panic!("{e}");
     }
+}
+
+/// Runs tests/python/group_resume.py with each Python client on `target` and asserts what it
+/// observed.
+fn python_scenario(target: &Target) {
+    let python = support::require_python(&[
+        ("confluent_kafka", "confluent-kafka"),
+        ("kafka", "kafka-python"),
+    ]);
+    for client in ["confluent", "kafka-python"] {
+        let base = base_timestamp();
+        let prefix = format!("py-{client}-{}-{}", target.name(), std::process::id());
+        let (topic, group) = (format!("{prefix}-events"), format!("{prefix}-group"));
+        let mut cmd = Command::new(&python);
+        cmd.arg(PYTHON_SCRIPT)
+            .args([client, &target.bootstrap(), &topic, &group])
+            .arg(base.to_string())
+            // Cargo's LD_LIBRARY_PATH leads to rdkafka-sys's librdkafka: confluent-kafka loads
+            // its own.
+            .env_remove("LD_LIBRARY_PATH");
+        let started = Instant::now();
+        let out = run(cmd, Duration::from_secs(180));
+        let took = started.elapsed();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            out.status.success(),
+            "group_resume.py {client} on {} failed ({}) after {took:?}\nstdout:\n{stdout}\nstderr:\n{stderr}\n{} log (tail):\n{}",
+            target.name(),
+            out.status,
+            target.name(),
+            target.log_tail()
+        );
+        eprintln!(
+            "group_resume.py {client} on {}: {:.1} s",
+            target.name(),
+            took.as_secs_f64()
+        );
+        let _context = OnPanic(|| format!("{client} stderr:\n{stderr}"));
+        let steps = steps(&stdout, "group_resume.py");
+        let step = |name: &str| {
+            steps
+                .get(name)
+                .unwrap_or_else(|| panic!("group_resume.py printed no {name} step:\n{stdout}"))
+        };
+        check_python(client, &step, &Model::new(base, PYTHON_RECORDS, 0), &topic);
+        check_stored_offsets(target, &topic, &Model::new(base, PYTHON_RECORDS, 0));
+    }
+    let complaints = target.server_complaints();
+    assert!(
+        complaints.is_empty(),
+        "the Kafka listener complained:\n{}",
+        complaints.join("\n")
+    );
 }
 
 // --- the expected behaviour ---------------------------------------------------------------
@@ -140,12 +207,13 @@ struct Model {
 }
 
 impl Model {
-    fn new(base: i64) -> Model {
+    /// `first` records, then `more`.
+    fn new(base: i64, first_records: usize, more: usize) -> Model {
         let mut next = [0i64; PARTITIONS as usize];
         let mut first = next;
-        let sent = (0..FIRST + MORE)
+        let sent = (0..first_records + more)
             .map(|i| {
-                if i == FIRST {
+                if i == first_records {
                     first = next;
                 }
                 let key = format!("key-{}", i % KEYS);
@@ -162,6 +230,9 @@ impl Model {
                 }
             })
             .collect();
+        if more == 0 {
+            first = next;
+        }
         // The scenario needs records in every partition, two at least (a half to commit).
         assert!(
             first.iter().all(|&n| n >= 2),
@@ -388,28 +459,87 @@ fn check_group_admin(v: &Value, model: &Model, group: &str) {
     assert_eq!(v["members"], 0);
 }
 
+/// The Python scenario: every record where [`Model`] says; a member reads them all in order
+/// and commits half of each partition; the next member reads exactly the other half.
+fn check_python<'a>(client: &str, step: &dyn Fn(&str) -> &'a Value, model: &Model, topic: &str) {
+    assert_eq!(step("create")["topic"], topic);
+    let sent: Vec<Sent> = list(&step("produce")["records"])
+        .iter()
+        .map(|r| Sent {
+            i: r["i"].as_u64().unwrap() as usize,
+            key: str_of(&r["key"]),
+            value: str_of(&r["value"]),
+            timestamp: r["timestamp"].as_i64().unwrap(),
+            partition: r["partition"].as_u64().unwrap() as u32,
+            offset: r["offset"].as_i64().unwrap(),
+        })
+        .collect();
+    assert_eq!(
+        sent, model.sent,
+        "{client}: murmur2 partitions, dense offsets"
+    );
+    let half = model.half();
+    let first = step("first");
+    assert_eq!(
+        by_partition(&first["records"]),
+        model.ranges([0; 3], model.total),
+        "{client}: the first member reads everything, in order, once"
+    );
+    assert_eq!(first["committed"], offsets_json(half), "{client}");
+    let resume = step("resume");
+    assert_eq!(
+        by_partition(&resume["records"]),
+        model.ranges(half, model.total),
+        "{client}: the next member resumes at the committed offsets"
+    );
+    assert_eq!(resume["committed"], offsets_json(model.total), "{client}");
+}
+
 /// Idempotence on the broker's side: every stored batch of the topic carries the one producer's
 /// id and epoch, and its base sequence is the number of that producer's records before it in
-/// the partition. Both targets store Kafka's segment format: read the files.
+/// the partition.
 fn check_stored_batches(target: &Target, topic: &str, model: &Model) {
     let mut producers = BTreeSet::new();
     for p in 0..PARTITIONS {
         let mut records = 0i64;
-        for file in target.segment_files(topic, p) {
-            let bytes = std::fs::read(&file).unwrap();
-            for b in batch::batches(&bytes) {
-                let (h, _) = b.unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-                assert!(!h.is_control(), "{}: a control batch", file.display());
-                assert_eq!(h.base_offset, records, "{}", file.display());
-                assert!(h.producer_id >= 0 && h.producer_epoch >= 0, "{h:?}");
-                assert_eq!(i64::from(h.base_sequence), records, "{h:?}");
-                producers.insert((h.producer_id, h.producer_epoch));
-                records += i64::from(h.record_count);
-            }
+        for h in stored_batches(target, topic, p) {
+            assert!(h.producer_id >= 0 && h.producer_epoch >= 0, "{h:?}");
+            assert_eq!(i64::from(h.base_sequence), records, "{h:?}");
+            producers.insert((h.producer_id, h.producer_epoch));
+            records += i64::from(h.record_count);
         }
         assert_eq!(records, model.total[p as usize], "partition {p} on disk");
     }
     assert_eq!(producers.len(), 1, "one producer: {producers:?}");
+}
+
+/// Each record stored once: the partitions hold exactly the records sent, no more.
+fn check_stored_offsets(target: &Target, topic: &str, model: &Model) {
+    for p in 0..PARTITIONS {
+        let records: i64 = stored_batches(target, topic, p)
+            .iter()
+            .map(|h| i64::from(h.record_count))
+            .sum();
+        assert_eq!(records, model.total[p as usize], "partition {p} on disk");
+    }
+}
+
+/// The headers of a partition's stored batches, checked to be data batches at dense offsets
+/// from 0. Both targets store Kafka's segment format: read the files.
+fn stored_batches(target: &Target, topic: &str, partition: u32) -> Vec<batch::BatchHeader> {
+    let mut next = 0i64;
+    let mut headers = Vec::new();
+    for file in target.segment_files(topic, partition) {
+        let bytes = std::fs::read(&file).unwrap();
+        for b in batch::batches(&bytes) {
+            let (h, _) = b.unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            assert!(!h.is_control(), "{}: a control batch", file.display());
+            assert_eq!(h.base_offset, next, "{}", file.display());
+            next += i64::from(h.record_count);
+            headers.push(h);
+        }
+    }
+    headers
 }
 
 /// Nothing closed a connection under a client, and every request got its answer.
@@ -631,14 +761,7 @@ fn run_suite(target: &Target, prefix: &str, base: i64) -> Run {
         target.name(),
         target.log_tail()
     );
-    let steps = stdout
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("ClientSuite printed {l:?}: {e}"));
-            (v["step"].as_str().unwrap().to_string(), v)
-        })
-        .collect();
+    let steps = steps(&stdout, "ClientSuite");
     Run {
         steps,
         stdout,
@@ -819,6 +942,28 @@ impl Wire {
 
 // --- helpers ------------------------------------------------------------------------------
 
+/// The first record's timestamp: explicit timestamps, a little in the past (far from a real
+/// broker's retention and its message.timestamp.*.max.ms bounds), in whole seconds.
+fn base_timestamp() -> i64 {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    (now_ms - 600_000) / 1000 * 1000
+}
+
+/// The `{"step": NAME, ...}` lines a program printed, by name.
+fn steps(stdout: &str, program: &str) -> BTreeMap<String, Value> {
+    stdout
+        .lines()
+        .map(|l| {
+            let v: Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{program} printed {l:?}: {e}"));
+            (v["step"].as_str().unwrap().to_string(), v)
+        })
+        .collect()
+}
+
 /// Prints what its closure says if the test fails while it is alive.
 struct OnPanic<F: Fn() -> String>(F);
 
@@ -845,7 +990,9 @@ fn str_of(v: &Value) -> String {
 fn by_partition(v: &Value) -> BTreeMap<u32, Vec<Got>> {
     let mut out: BTreeMap<u32, Vec<Got>> = BTreeMap::new();
     for r in list(v) {
-        assert_eq!(r["timestamp_type"], "CreateTime", "{r}");
+        if let Some(kind) = r.get("timestamp_type") {
+            assert_eq!(kind, "CreateTime", "{r}");
+        }
         let got = Got {
             partition: r["partition"].as_u64().unwrap() as u32,
             offset: r["offset"].as_i64().unwrap(),
