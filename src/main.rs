@@ -69,9 +69,16 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         partition: u32,
     },
-    /// Print a `listener.auth.users_file` line for USER: reads the password from stdin (no
-    /// echo on a terminal) and hashes it with argon2id. Needs no config.
-    Passwd { user: String },
+    /// Print a users_file line for USER (`listener.auth`, `log.embedded.kafka_auth`): reads
+    /// the password from stdin (no echo on a terminal) and hashes it with argon2id, or makes a
+    /// SCRAM credential with `--mechanism`. Needs no config.
+    Passwd {
+        user: String,
+        /// SCRAM-SHA-256 or SCRAM-SHA-512: a credential for that Kafka SASL mechanism (PLAIN
+        /// takes it too). Without it: argon2id (MQTT listener, Kafka PLAIN).
+        #[arg(long)]
+        mechanism: Option<tributary::cli::passwd::Mechanism>,
+    },
     /// List topics, partitions, earliest and latest offsets, and bytes.
     Topics,
     /// Print records of a topic as JSON lines.
@@ -102,8 +109,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let command = cli.command.unwrap_or(Command::Run);
-    if let Command::Passwd { user } = &command {
-        return match tributary::cli::passwd::line(user) {
+    if let Command::Passwd { user, mechanism } = &command {
+        return match tributary::cli::passwd::line(user, *mechanism) {
             Ok(line) => {
                 println!("{line}");
                 ExitCode::SUCCESS
@@ -163,7 +170,9 @@ fn main() -> ExitCode {
         } => egress_route(&config, &topic, key, payload, headers, partition),
         Command::Run => return run(&runtime, &cli.config, config),
         // Answered above, before any config is read; the same here for completeness.
-        Command::Passwd { user } => tributary::cli::passwd::line(&user).map(|l| println!("{l}")),
+        Command::Passwd { user, mechanism } => {
+            tributary::cli::passwd::line(&user, mechanism).map(|l| println!("{l}"))
+        }
         Command::Reload => reload(&cli.config),
         Command::Topics => {
             let out = &mut std::io::stdout().lock();

@@ -69,6 +69,24 @@ pub fn check(config: &Config) -> Vec<Issue> {
             }
         }
     }
+    // The Kafka listener's users file and certificates, likewise.
+    let e = &config.log.embedded;
+    let kafka_files_exist = [
+        e.kafka_auth.as_ref().map(|a| &a.users_file),
+        e.kafka_tls.as_ref().map(|t| &t.cert_file),
+        e.kafka_tls.as_ref().map(|t| &t.key_file),
+        e.kafka_tls.as_ref().and_then(|t| t.client_ca_file.as_ref()),
+    ]
+    .iter()
+    .all(|f| f.is_none_or(|p| p.is_file()));
+    if config.log.backend == Backend::Embedded && e.kafka_listener.is_some() && kafka_files_exist {
+        if let Err(message) = crate::kafka_api::Security::load(e) {
+            let (key, message) = message
+                .split_once(": ")
+                .unwrap_or(("log.embedded", &message));
+            issues.push(Issue::new(key, message));
+        }
+    }
     issues.extend(crate::egress::check(config));
     if config.log.backend == Backend::Kafka {
         let kafka = &config.log.kafka;

@@ -88,13 +88,25 @@ async fn start_kafka_listener(
             "log.embedded.kafka_listener: cannot listen on {addr}: {e}"
         ))
     })?;
+    let security = crate::kafka_api::Security::load(embedded).map_err(AppError::Other)?;
+    if let Some(warning) = embedded.kafka_exposure_warning() {
+        tracing::warn!("{warning}");
+    }
     let options = ServerOptions {
         advertised: embedded.advertised().map_err(AppError::Config)?,
+        produce: embedded.kafka_produce,
+        security,
         ..Default::default()
     };
     let offsets = Arc::new(offsets);
     let api = KafkaApi::new(log.clone(), offsets.clone(), options);
-    tracing::info!(%addr, "Kafka API listening");
+    tracing::info!(
+        %addr,
+        tls = embedded.kafka_tls.is_some(),
+        sasl = embedded.kafka_auth.as_ref().map(|a| a.mechanism.name()),
+        read_only = !embedded.kafka_produce,
+        "Kafka API listening"
+    );
     Ok(Some((
         Server::spawn(|stop| api.serve(listener, stop)),
         offsets,

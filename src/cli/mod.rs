@@ -3,12 +3,39 @@
 pub mod consume;
 pub mod passwd;
 
-use crate::config::{Backend, Config, EgressStart, FsyncPolicy, MqttVersion};
+use crate::config::{Backend, Config, EgressStart, EmbeddedConfig, FsyncPolicy, MqttVersion};
 use crate::message::Qos;
 use crate::record::Record;
 use crate::route::Router;
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
+
+/// How the Kafka listener is reached: `kafka://` or `kafka+tls://`, its SASL and whether it
+/// takes writes.
+fn kafka_listener(addr: std::net::SocketAddr, e: &EmbeddedConfig) -> String {
+    let mut text = match &e.kafka_tls {
+        None => format!("kafka://{addr}"),
+        Some(t) if t.client_ca_file.is_some() => {
+            format!("kafka+tls://{addr}, client certificates required")
+        }
+        Some(_) => format!("kafka+tls://{addr}"),
+    };
+    match &e.kafka_auth {
+        Some(a) => {
+            let _ = write!(
+                text,
+                ", SASL {} users from {}",
+                a.mechanism.name(),
+                a.users_file.display()
+            );
+        }
+        None => text.push_str(", no authentication"),
+    }
+    if !e.kafka_produce {
+        text.push_str(", read-only");
+    }
+    text
+}
 
 /// The `check` report: the MQTT faces (listener, broker client), what it writes, each route
 /// and the broker subscriptions.
@@ -65,14 +92,19 @@ pub fn check_report(file: &str, config: &Config, router: &Router) -> String {
                 FsyncPolicy::Interval => format!("fsync every {}", e.fsync_interval),
                 FsyncPolicy::Never => "fsync never".to_string(),
             };
-            let listener = e
-                .kafka_listener
-                .map_or("off".to_string(), |a| a.to_string());
-            writeln!(
+            let listener = match e.kafka_listener {
+                None => "off".to_string(),
+                Some(addr) => kafka_listener(addr, e),
+            };
+            let _ = writeln!(
                 out,
                 "log: embedded in {} ({fsync}; Kafka listener {listener})",
                 e.dir.display()
-            )
+            );
+            match e.kafka_exposure_warning() {
+                Some(warning) => writeln!(out, "warning: {warning}"),
+                None => Ok(()),
+            }
         }
         Backend::Kafka => writeln!(out, "log: Kafka at {}", config.log.kafka.bootstrap_servers),
     };

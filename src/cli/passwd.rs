@@ -1,10 +1,22 @@
-//! `tributary passwd USER`: reads a password and prints the `users_file` line for it.
+//! `tributary passwd USER [--mechanism SCRAM-SHA-256|SCRAM-SHA-512]`: reads a password and
+//! prints the `users_file` line for it.
 
+use crate::security::scram::{ScramCredential, ScramMechanism};
 use crate::security::users::hash_password;
 use std::io::{BufRead, IsTerminal, Write};
 
-/// Reads the password from stdin (without echo on a terminal) and returns `USER:<argon2id>`.
-pub fn line(user: &str) -> anyhow::Result<String> {
+/// A SCRAM mechanism to make a credential for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mechanism {
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+/// Reads the password from stdin (without echo on a terminal) and returns `USER:<argon2id>`,
+/// or `USER:<SCRAM credential>` for a mechanism.
+pub fn line(user: &str, mechanism: Option<Mechanism>) -> anyhow::Result<String> {
     if user.is_empty() || user.contains([':', '\n', '\r']) || user.trim() != user {
         anyhow::bail!("user {user:?}: a user name is not empty and has no ':', line break or surrounding space");
     }
@@ -12,7 +24,17 @@ pub fn line(user: &str) -> anyhow::Result<String> {
     if password.is_empty() {
         anyhow::bail!("the password is empty");
     }
-    let hash = hash_password(password.as_bytes()).map_err(anyhow::Error::msg)?;
+    let hash = match mechanism {
+        None => hash_password(password.as_bytes()),
+        Some(m) => {
+            let m = match m {
+                Mechanism::ScramSha256 => ScramMechanism::Sha256,
+                Mechanism::ScramSha512 => ScramMechanism::Sha512,
+            };
+            ScramCredential::generate(m, password.as_bytes()).map(|c| c.to_string())
+        }
+    }
+    .map_err(anyhow::Error::msg)?;
     Ok(format!("{user}:{hash}"))
 }
 

@@ -3,8 +3,8 @@
 
 use super::{
     validate, BufferConfig, Config, DeadLetterConfig, EgressRouteConfig, EmbeddedConfig,
-    HttpConfig, KafkaConfig, ListenerAuthConfig, ListenerConfig, ListenerTlsConfig, LogConfig,
-    MqttConfig, RetentionConfig, RouteConfig, TlsConfig, TopicConfig,
+    HttpConfig, KafkaAuthConfig, KafkaConfig, KafkaTlsConfig, ListenerAuthConfig, ListenerConfig,
+    ListenerTlsConfig, LogConfig, MqttConfig, RetentionConfig, RouteConfig, TlsConfig, TopicConfig,
 };
 use figment::providers::{Format, Serialized, Yaml};
 use figment::Figment;
@@ -378,6 +378,8 @@ fn valid_keys(parent: &str) -> Option<&'static [&'static str]> {
         "log" => fields::<LogConfig>(),
         "log.embedded" => fields::<EmbeddedConfig>(),
         "log.embedded.retention" => fields::<RetentionConfig>(),
+        "log.embedded.kafka_auth" => fields::<KafkaAuthConfig>(),
+        "log.embedded.kafka_tls" => fields::<KafkaTlsConfig>(),
         "log.kafka" => fields::<KafkaConfig>(),
         "log.kafka.buffer" => fields::<BufferConfig>(),
         "routes[]" => fields::<RouteConfig>(),

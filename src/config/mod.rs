@@ -217,9 +217,72 @@ pub struct EmbeddedConfig {
     /// name, as in a container.
     #[serde(deserialize_with = "scalar::opt_string")]
     pub kafka_advertised: Option<String>,
+    /// SASL before any other request; null: no authentication.
+    pub kafka_auth: Option<KafkaAuthConfig>,
+    /// TLS on `kafka_listener` (then TLS only); null: plaintext.
+    pub kafka_tls: Option<KafkaTlsConfig>,
+    /// False: a read-only face (Produce, CreateTopics and InitProducerId refused).
+    #[serde(deserialize_with = "scalar::boolean")]
+    pub kafka_produce: bool,
+}
+
+/// The Kafka listener's SASL: one mechanism, users from a file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KafkaAuthConfig {
+    pub mechanism: SaslMechanism,
+    /// Lines `user:<hash>` (`tributary passwd USER [--mechanism SCRAM-SHA-256]` prints one);
+    /// SCRAM needs lines of its own mechanism, PLAIN takes any.
+    pub users_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The name clients ask for in SaslHandshake.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// The Kafka listener's TLS; with `client_ca_file`, clients must present a certificate it
+/// signed (mutual TLS).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KafkaTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl EmbeddedConfig {
+    /// A warning when the Kafka listener is reachable beyond this host without SASL: `check`
+    /// prints it and `run` logs it.
+    pub fn kafka_exposure_warning(&self) -> Option<String> {
+        let addr = self.kafka_listener?;
+        if addr.ip().is_loopback() || self.kafka_auth.is_some() {
+            return None;
+        }
+        let access = match self.kafka_produce {
+            true => "read and write every topic",
+            false => "read every topic",
+        };
+        Some(format!(
+            "log.embedded.kafka_listener {addr} is reachable beyond this host without kafka_auth: any client that reaches it can {access}; set kafka_auth (and kafka_tls), or listen on 127.0.0.1"
+        ))
+    }
+
     /// `kafka_advertised` split into host and port.
     pub fn advertised(&self) -> Result<Option<(String, u16)>, String> {
         let Some(a) = &self.kafka_advertised else {
@@ -249,6 +312,9 @@ impl Default for EmbeddedConfig {
             retention: RetentionConfig::default(),
             kafka_listener: Some(SocketAddr::from(([127, 0, 0, 1], 9092))),
             kafka_advertised: None,
+            kafka_auth: None,
+            kafka_tls: None,
+            kafka_produce: true,
         }
     }
 }

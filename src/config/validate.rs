@@ -309,6 +309,28 @@ fn log(config: &Config, issues: &mut Vec<Issue>) {
     if let Err(why) = e.advertised() {
         push("embedded.kafka_advertised", why);
     }
+    let files = [
+        e.kafka_auth
+            .as_ref()
+            .map(|a| ("kafka_auth.users_file", &a.users_file)),
+        e.kafka_tls
+            .as_ref()
+            .map(|t| ("kafka_tls.cert_file", &t.cert_file)),
+        e.kafka_tls
+            .as_ref()
+            .map(|t| ("kafka_tls.key_file", &t.key_file)),
+        e.kafka_tls
+            .as_ref()
+            .and_then(|t| Some(("kafka_tls.client_ca_file", t.client_ca_file.as_ref()?))),
+    ];
+    for (key, path) in files.into_iter().flatten() {
+        if !path.is_file() {
+            push(
+                &format!("embedded.{key}"),
+                format!("{} does not exist or is not a file", path.display()),
+            );
+        }
+    }
     if e.retention.time.is_some_and(|t| t.0.is_zero()) {
         push(
             "embedded.retention.time",

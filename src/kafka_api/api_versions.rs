@@ -29,6 +29,9 @@ const OFFERED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     // Idempotent producers only: a transactional id is refused (init_producer_id).
     (ApiKey::InitProducerId, 0, 5),
+    // Answered with ILLEGAL_SASL_STATE when `kafka_auth` is off, as Kafka's plaintext listeners do.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 fn codec(api: ApiKey) -> (i16, i16) {
@@ -49,6 +52,8 @@ fn codec(api: ApiKey) -> (i16, i16) {
         ApiKey::ApiVersions => ApiVersionsRequest::VERSIONS,
         ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
         ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS,
+        ApiKey::SaslHandshake => SaslHandshakeRequest::VERSIONS,
+        ApiKey::SaslAuthenticate => SaslAuthenticateRequest::VERSIONS,
         _ => return (0, -1),
     };
     (v.min, v.max)

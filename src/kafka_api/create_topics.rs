@@ -1,6 +1,7 @@
-//! CreateTopics: new topics in the embedded log, with replication factor 1.
+//! CreateTopics: new topics in the embedded log, with replication factor 1; refused per topic
+//! (TOPIC_AUTHORIZATION_FAILED) by a read-only face.
 
-use super::{log_error, str_bytes as s, Context};
+use super::{log_error, str_bytes as s, Context, READ_ONLY};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::ResponseError;
@@ -16,6 +17,11 @@ pub fn handle(ctx: &Context<'_>, r: CreateTopicsRequest, _version: i16) -> Creat
         .into_iter()
         .map(|t| {
             let answer = CreatableTopicResult::default().with_name(t.name.clone());
+            if !ctx.produce {
+                return answer
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_error_message(Some(s(READ_ONLY)));
+            }
             let partitions = if t.num_partitions == -1 {
                 1
             } else {

@@ -3,8 +3,9 @@
 //!
 //! - this file: what every connection shares ([`KafkaApi`], [`ServerOptions`]) and the table
 //!   that sends each request to its handler.
-//! - `server`: the listener (connection limit, shutdown); `connection`: one connection's loop
-//!   (length-prefixed frames, answered strictly in order, idle timeout, encoding).
+//! - `server`: the listener (connection limit, TLS, shutdown); `connection`: one connection's
+//!   loop (length-prefixed frames, answered strictly in order, idle timeout, SASL first,
+//!   encoding); `sasl`: one connection's authentication (PLAIN, SCRAM), a pure state machine.
 //! - one file per API: `api_versions` (also which APIs and versions are offered), `metadata`,
 //!   `list_offsets`, `fetch` (served from segment bytes, long polled), `produce`,
 //!   `create_topics`, `find_coordinator`, `init_producer_id`.
@@ -28,16 +29,24 @@ mod list_offsets;
 mod metadata;
 mod produce;
 pub mod producers;
+pub mod sasl;
 mod server;
 
+use crate::config::EmbeddedConfig;
 use crate::log::offsets::GroupOffsets;
 use crate::log::{Log, LogError};
+use crate::security::tls::{self, TlsFiles};
 use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_rustls::TlsAcceptor;
+
+/// Why a read-only face refuses a write.
+const READ_ONLY: &str = "this listener is read-only (log.embedded.kafka_produce: false)";
 
 /// The one broker's id.
 pub const NODE_ID: i32 = 0;
@@ -53,6 +62,53 @@ pub struct ServerOptions {
     /// Host and port put in Metadata; `None`: the address each client connected to.
     pub advertised: Option<(String, u16)>,
     pub group: groups::CoordinatorOptions,
+    /// False: a read-only face; Produce, CreateTopics and InitProducerId are refused with the
+    /// authorization errors Kafka gives a client without write access.
+    pub produce: bool,
+    pub security: Security,
+}
+
+/// Who may use the listener: TLS (`kafka_tls`) and SASL (`kafka_auth`).
+#[derive(Clone, Default)]
+pub struct Security {
+    pub tls: Option<TlsAcceptor>,
+    pub sasl: Option<Arc<sasl::Authenticator>>,
+}
+
+impl fmt::Debug for Security {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Security")
+            .field("tls", &self.tls.is_some())
+            .field("sasl", &self.sasl)
+            .finish()
+    }
+}
+
+impl Security {
+    /// Reads the files `kafka_tls` and `kafka_auth` name; an error starts with its config key.
+    /// `check` calls it too, so a bad file is found before start.
+    pub fn load(config: &EmbeddedConfig) -> Result<Security, String> {
+        let tls = match &config.kafka_tls {
+            Some(t) => {
+                let files = TlsFiles {
+                    cert_file: &t.cert_file,
+                    key_file: &t.key_file,
+                    client_ca_file: t.client_ca_file.as_deref(),
+                };
+                Some(tls::acceptor(files, "log.embedded.kafka_tls")?)
+            }
+            None => None,
+        };
+        let sasl = match &config.kafka_auth {
+            Some(a) => {
+                Some(Arc::new(sasl::Authenticator::load(a).map_err(|e| {
+                    format!("log.embedded.kafka_auth.users_file: {e}")
+                })?))
+            }
+            None => None,
+        };
+        Ok(Security { tls, sasl })
+    }
 }
 
 impl Default for ServerOptions {
@@ -63,6 +119,8 @@ impl Default for ServerOptions {
             idle_timeout: Duration::from_secs(600),
             advertised: None,
             group: groups::CoordinatorOptions::default(),
+            produce: true,
+            security: Security::default(),
         }
     }
 }
@@ -84,6 +142,8 @@ struct Context<'a> {
     port: u16,
     cluster_id: &'a str,
     producers: &'a idempotence::Producers,
+    /// `kafka_produce`: false refuses every write.
+    produce: bool,
 }
 
 impl KafkaApi {
@@ -116,6 +176,7 @@ impl KafkaApi {
             port,
             cluster_id: &self.cluster_id,
             producers: &self.producers,
+            produce: self.options.produce,
         };
         Some(match request {
             RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions::handle()),

@@ -1,8 +1,10 @@
 //! Produce: producers' record batches, checked and stored as they came (never decoded and
-//! encoded again), answered once durable.
+//! encoded again), answered once durable. A read-only face (`kafka_produce: false`) refuses
+//! every partition with TOPIC_AUTHORIZATION_FAILED, as Kafka answers a client without write
+//! access.
 
 use super::idempotence::Refusal;
-use super::{log_error, str_bytes as s, Context};
+use super::{log_error, str_bytes as s, Context, READ_ONLY};
 use crate::log::batch::BatchHeader;
 use futures::future::BoxFuture;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -21,6 +23,13 @@ pub async fn handle(ctx: &Context<'_>, r: ProduceRequest, _version: i16) -> Prod
             let records = p.records.clone().unwrap_or_default();
             names.push((t.name.clone(), p.index));
             let (topic, partition) = (t.name.0.as_str(), p.index as u32);
+            if !ctx.produce {
+                pending.push(Box::pin(std::future::ready(Err((
+                    ResponseError::TopicAuthorizationFailed,
+                    READ_ONLY.to_string(),
+                )))));
+                continue;
+            }
             pending.push(match check(&records) {
                 Err(why) => Box::pin(std::future::ready(Err((ResponseError::InvalidRecord, why)))),
                 // Queued now, in request order.

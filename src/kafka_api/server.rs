@@ -1,11 +1,13 @@
-//! The listener: accepts connections up to the limit and serves each in its own task until
-//! shutdown, with the group coordinator's timers running beside them.
+//! The listener: accepts connections up to the limit (with TLS when configured) and serves
+//! each in its own task until shutdown, with the group coordinator's timers running beside
+//! them.
 
 use super::connection::ConnectionError;
 use super::KafkaApi;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -41,14 +43,33 @@ impl KafkaApi {
             tasks.spawn(async move {
                 let _permit = permit;
                 tokio::select! {
-                    result = api.connection(stream) => match result {
+                    result = api.accepted(stream, peer) => match result {
                         Ok(()) => tracing::debug!(%peer, "Kafka client disconnected"),
                         Err(ConnectionError::Io(e)) => tracing::debug!(%peer, error = %e, "Kafka connection closed"),
+                        Err(ConnectionError::Tls(e)) => tracing::warn!(%peer, error = %e, "Kafka connection closed: TLS handshake failed"),
                         Err(e) => tracing::warn!(%peer, error = %e, "Kafka connection closed"),
                     },
                     _ = shutdown.cancelled() => {}
                 }
             });
+        }
+    }
+
+    /// Serves one accepted connection, over TLS when `kafka_tls` is set (the handshake must
+    /// finish within the idle timeout).
+    async fn accepted(&self, stream: TcpStream, peer: SocketAddr) -> Result<(), ConnectionError> {
+        stream.set_nodelay(true)?;
+        let local = stream.local_addr()?;
+        match &self.options.security.tls {
+            None => self.connection(stream, local, peer).await,
+            Some(acceptor) => {
+                let limit = self.options.idle_timeout;
+                let stream = tokio::time::timeout(limit, acceptor.accept(stream))
+                    .await
+                    .map_err(|_| ConnectionError::Idle(limit))?
+                    .map_err(ConnectionError::Tls)?;
+                self.connection(stream, local, peer).await
+            }
         }
     }
 }

@@ -312,8 +312,10 @@ impl ScramServer {
             Some(binding) if B64.decode(binding).ok() == Some(self.gs2_header.clone().into()) => {}
             _ => return Err(ScramError::Malformed("channel binding does not match")),
         }
+        // Kafka's broker checks that the nonce ends with the one it sent (librdkafka sends its
+        // own nonce before it); the proof covers the nonce as sent either way.
         match fields.next().and_then(|r| r.strip_prefix("r=")) {
-            Some(nonce) if nonce == self.nonce => {}
+            Some(nonce) if nonce.ends_with(&self.nonce) => {}
             _ => return Err(ScramError::Malformed("nonce does not match")),
         }
         let proof = B64
