@@ -656,4 +656,36 @@ mod tests {
         assert!(shown.contains("password: Some(<hidden>)"), "{shown}");
         assert!(shown.contains("\"sasl.password\": <hidden>"), "{shown}");
     }
+
+    #[test]
+    fn a_kafka_listener_beyond_loopback_without_auth_is_warned_about() {
+        let listening = |addr: [u8; 4], auth: bool, produce: bool| EmbeddedConfig {
+            kafka_listener: Some(SocketAddr::from((addr, 9092))),
+            kafka_auth: auth.then(|| KafkaAuthConfig {
+                mechanism: SaslMechanism::ScramSha256,
+                users_file: "users".into(),
+            }),
+            kafka_produce: produce,
+            ..EmbeddedConfig::default()
+        };
+        let warning = listening([0, 0, 0, 0], false, true).kafka_exposure_warning();
+        let warning = warning.expect("0.0.0.0 without auth");
+        assert!(warning.contains("0.0.0.0:9092"), "{warning}");
+        assert!(warning.contains("read and write every topic"), "{warning}");
+        let read_only = listening([10, 0, 0, 5], false, false).kafka_exposure_warning();
+        assert!(read_only.is_some_and(|w| w.contains("can read every topic;")));
+        assert_eq!(
+            listening([0, 0, 0, 0], true, true).kafka_exposure_warning(),
+            None
+        );
+        assert_eq!(
+            listening([127, 0, 0, 1], false, true).kafka_exposure_warning(),
+            None
+        );
+        let off = EmbeddedConfig {
+            kafka_listener: None,
+            ..EmbeddedConfig::default()
+        };
+        assert_eq!(off.kafka_exposure_warning(), None);
+    }
 }
