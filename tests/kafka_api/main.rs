@@ -30,3 +30,4 @@ mod kcat;
 mod producer;
 mod python;
 mod robustness;
+mod sasl_frames;
