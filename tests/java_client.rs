@@ -149,8 +149,9 @@ fn python_scenario(target: &Target) {
                 .get(name)
                 .unwrap_or_else(|| panic!("group_resume.py printed no {name} step:\n{stdout}"))
         };
-        check_python(client, &step, &Model::new(base, PYTHON_RECORDS, 0), &topic);
-        check_stored_offsets(target, &topic, &Model::new(base, PYTHON_RECORDS, 0));
+        let model = Model::new(base, PYTHON_RECORDS, 0);
+        check_python(client, &step, &model, &topic);
+        check_stored_offsets(target, &topic, &model);
     }
     let complaints = target.server_complaints();
     assert!(

@@ -202,6 +202,14 @@ class KafkaPython:
         )
 
     def consume(self, member, want, quiet):
+        # The topic's partitions first: a member that joins before its metadata has them
+        # assigns nothing, then rejoins once they appear, and kafka-python 3.0.12 sometimes
+        # stops there (no heartbeat after the second SyncGroup: the broker evicts it after the
+        # session timeout; seen with a real broker under CPU load).
+        deadline = time.monotonic() + DEADLINE_S
+        while not member.partitions_for_topic(self.topic):
+            wait(deadline, f"metadata for {self.topic}")
+            time.sleep(0.1)
         member.subscribe([self.topic])
         records = []
         deadline = time.monotonic() + DEADLINE_S
