@@ -100,7 +100,8 @@ def kafka_python():
     if records:
         conf = dict(security)
         conf.update({"acks": "all", "request_timeout_ms": ms, "max_block_ms": ms,
-                     "delivery_timeout_ms": ms + 1000, "linger_ms": 2})
+                     "delivery_timeout_ms": ms + 1000, "linger_ms": 2,
+                     "bootstrap_timeout_ms": ms})
         conf.update(extra)
         p = KafkaProducer(bootstrap_servers=bootstrap, **conf)
         futures = [p.send(topic, key=k.encode(), value=v.encode(),
@@ -115,7 +116,7 @@ def kafka_python():
         p.close(timeout=5)
     if args.get("consume"):
         c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                          request_timeout_ms=ms + 1000, **security)
+                          request_timeout_ms=ms + 1000, bootstrap_timeout_ms=ms, **security)
         deadline = time.time() + timeout
         parts = None
         while parts is None and time.time() < deadline:

@@ -23,6 +23,9 @@ pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// What a SCRAM server-first-message says of the user's credential.
+pub type SaltAndIterations = (Vec<u8>, u32);
+
 /// Kafka's primitive types, big-endian.
 #[derive(Default)]
 pub struct Body(pub Vec<u8>);
@@ -311,9 +314,11 @@ impl Conn {
         password: &str,
     ) -> Result<(), (i16, String)> {
         self.login_with(v0, mechanism, user, password, scram::FinalNonce::Server)
+            .map(|_| ())
     }
 
-    /// [`Conn::login`] with the SCRAM client's final nonce made as `nonce` says.
+    /// [`Conn::login`] with the SCRAM client's final nonce made as `nonce` says; for SCRAM, Ok
+    /// has the salt and iteration count the server sent.
     pub fn login_with(
         &mut self,
         v0: bool,
@@ -321,7 +326,7 @@ impl Conn {
         user: &str,
         password: &str,
         nonce: scram::FinalNonce,
-    ) -> Result<(), (i16, String)> {
+    ) -> Result<Option<SaltAndIterations>, (i16, String)> {
         let closed = |when: &str| (-1, format!("closed {when}"));
         let (code, mechanisms) = self
             .handshake(if v0 { 0 } else { 1 }, mechanism)
@@ -338,7 +343,7 @@ impl Conn {
                 if code != 0 {
                     return Err((code, message.unwrap_or_default()));
                 }
-                Ok(())
+                Ok(None)
             }
             Some(hash) => {
                 let mut client =
@@ -350,14 +355,15 @@ impl Conn {
                 if code != 0 {
                     return Err((code, message.unwrap_or_default()));
                 }
-                let (_, _, last) = client.last(&server_first).map_err(|e| (-2, e))?;
+                let (salt, iterations, last) = client.last(&server_first).map_err(|e| (-2, e))?;
                 let (code, message, server_final) = self
                     .token(v0, &last)
                     .ok_or_else(|| closed("after client-final"))?;
                 if code != 0 {
                     return Err((code, message.unwrap_or_default()));
                 }
-                client.verify(&server_final).map_err(|e| (-2, e))
+                client.verify(&server_final).map_err(|e| (-2, e))?;
+                Ok(Some((salt, iterations)))
             }
         }
     }

@@ -129,7 +129,7 @@ fn scenario(mechanism: &str) {
     let file = write_users(dir.path(), &users);
     let mut face = Face::start(&kafka_auth(mechanism, &file));
     let alice = &users[0];
-    raw_exchanges(&face, mechanism, alice);
+    raw_exchanges(&face, mechanism, &users);
 
     let b = face.bootstrap();
     let good = Client::sasl(mechanism, alice.name, alice.password);
@@ -231,10 +231,19 @@ fn scenario(mechanism: &str) {
     assert_exact(&stored, &rd_sent, "rdkafka, at the end");
     assert_eq!(consume(&b, &good, "rd", CALL).unwrap(), stored);
     face.assert_running();
+    // No password, right or wrong, is ever logged.
+    let log = face.gw.log();
+    for secret in users.iter().map(|u| u.password).chain(["not-her-password"]) {
+        assert!(
+            !log.contains(secret),
+            "the gateway logged a password ({secret}):\n{log}"
+        );
+    }
 }
 
 /// The listener's answers, byte for byte.
-fn raw_exchanges(face: &Face, mechanism: &str, alice: &User) {
+fn raw_exchanges(face: &Face, mechanism: &str, users: &[User]) {
+    let alice = &users[0];
     let port = face.kafka;
     // ApiVersions before authentication, offering both SASL APIs; anything else closes.
     let mut c = Conn::open(port);
@@ -289,6 +298,40 @@ fn raw_exchanges(face: &Face, mechanism: &str, alice: &User) {
         .unwrap_or_else(|e| panic!("{mechanism} login: {e:?}\n{}", face.gw.log()));
     let topics = c.metadata().expect("Metadata served after authentication");
     assert!(!topics.iter().any(|t| t.is_empty()), "{topics:?}");
+
+    // Every user with each kind of line: the right password gets in (for SCRAM with the salt
+    // and iterations of the user's line), a wrong one gets 58 and the close.
+    for user in users {
+        let mut c = Conn::open(port);
+        let got = c
+            .login_with(
+                false,
+                mechanism,
+                user.name,
+                user.password,
+                FinalNonce::Server,
+            )
+            .unwrap_or_else(|e| panic!("{mechanism} login of {}: {e:?}", user.name));
+        if let Some((salt, iterations)) = got {
+            let line = Credential::parse(user.line.split_once(':').unwrap().1).unwrap();
+            assert_eq!(
+                (salt, iterations),
+                (line.salt, line.iterations),
+                "{}: server-first-message has the salt and iterations of the line",
+                user.name
+            );
+        }
+        assert!(c.metadata().is_some(), "{} served after login", user.name);
+        let mut c = Conn::open(port);
+        match c.login(false, mechanism, user.name, &format!("{}x", user.password)) {
+            Err((code, _)) if code == raw::SASL_AUTHENTICATION_FAILED => {}
+            other => panic!(
+                "{mechanism} {}'s wrong password: expected 58, got {other:?}",
+                user.name
+            ),
+        }
+        c.assert_closed(&format!("{mechanism} {}'s wrong password", user.name));
+    }
 
     // Wrong password, unknown user: 58, then the connection is closed.
     for (what, user, password) in [
