@@ -4,6 +4,7 @@
 //! SCRAM lines of `tributary passwd --mechanism` in the RFC 5803 form, derived from the
 //! password (checked with the test's own PBKDF2).
 
+use crate::certs::Certs;
 use crate::common::*;
 use crate::sasl::{bcrypt_user, computed_user, kafka_auth, passwd_user, write_users};
 use crate::scram::{Credential, Hash};
@@ -231,4 +232,129 @@ fn passwd_scram_lines_are_rfc5803_and_come_from_the_password() {
     cmd.args(["passwd", "u", "--mechanism", "SCRAM-SHA-1"]);
     let out = run(&mut cmd, b"pw\n", Duration::from_secs(20));
     assert_eq!(out.code(), Some(2), "{out:?}");
+}
+
+#[test]
+fn check_and_run_name_the_key_of_a_missing_or_unfit_kafka_tls_or_kafka_auth_file() {
+    let certs = Certs::make();
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key, ca, rogue_key) = (
+        certs.file("server.crt"),
+        certs.file("server.key"),
+        certs.file("ca.crt"),
+        certs.file("rogue.key"),
+    );
+    let missing = dir.path().join("missing.pem").display().to_string();
+    let tls = |cert: &str, key: &str, client_ca: Option<&str>| {
+        let ca = client_ca.map_or("null".to_string(), |c| format!("\"{c}\""));
+        format!(
+            ", kafka_tls: {{ cert_file: \"{cert}\", key_file: \"{key}\", client_ca_file: {ca} }}"
+        )
+    };
+    let users_file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let malformed = users_file("malformed", "# x\nalice\nbob:plain-text-password\n");
+    let empty = users_file("empty", "# nobody yet\n\n");
+    let cases: Vec<(&str, String, &str, Vec<&str>)> = vec![
+        (
+            "missing cert",
+            tls(&missing, &key, None),
+            "log.embedded.kafka_tls.cert_file",
+            vec!["does not exist"],
+        ),
+        (
+            "missing key",
+            tls(&crt, &missing, None),
+            "log.embedded.kafka_tls.key_file",
+            vec!["does not exist"],
+        ),
+        (
+            "missing client CA",
+            tls(&crt, &key, Some(&missing)),
+            "log.embedded.kafka_tls.client_ca_file",
+            vec!["does not exist"],
+        ),
+        (
+            "a key that is not the certificate's",
+            tls(&crt, &rogue_key, None),
+            "log.embedded.kafka_tls",
+            vec!["do not go together"],
+        ),
+        (
+            "a certificate as the key",
+            tls(&crt, &crt, None),
+            "log.embedded.kafka_tls.key_file",
+            vec!["no usable private key"],
+        ),
+        (
+            "a key as the certificate",
+            tls(&key, &key, None),
+            "log.embedded.kafka_tls.cert_file",
+            vec!["no PEM certificate"],
+        ),
+        (
+            "a key as the client CA",
+            tls(&crt, &key, Some(&key)),
+            "log.embedded.kafka_tls.client_ca_file",
+            vec!["no PEM certificate"],
+        ),
+        (
+            "a missing users file",
+            kafka_auth("PLAIN", Path::new(&missing)),
+            "log.embedded.kafka_auth.users_file",
+            vec!["does not exist"],
+        ),
+        (
+            "malformed users file lines",
+            kafka_auth("PLAIN", &malformed),
+            "log.embedded.kafka_auth.users_file",
+            vec!["line 2", "line 3", "tributary passwd"],
+        ),
+        (
+            "a users file without users",
+            kafka_auth("SCRAM-SHA-256", &empty),
+            "log.embedded.kafka_auth.users_file",
+            vec!["no users"],
+        ),
+        (
+            "an unknown mechanism",
+            kafka_auth("GSSAPI", &empty),
+            "log.embedded.kafka_auth.mechanism",
+            vec!["GSSAPI", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"],
+        ),
+    ];
+    for (i, (what, embedded, key_path, words)) in cases.iter().enumerate() {
+        let path = write_config(
+            dir.path(),
+            &format!("{i}.yaml"),
+            &format!("127.0.0.1:{}", support::free_port()),
+            embedded,
+        );
+        let out = check(&path);
+        assert_eq!(out.code(), Some(2), "{what}: {out:?}");
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains(&format!("{key_path}: ")))
+            .unwrap_or_else(|| panic!("{what}: a line naming {key_path}:\n{}", out.stderr));
+        for w in words {
+            assert!(line.contains(w), "{what}: `{w}` in {line:?}");
+        }
+    }
+    // `run` refuses them too, before it listens on the Kafka port.
+    let kafka = support::free_port();
+    let path = write_config(
+        dir.path(),
+        "run.yaml",
+        &format!("127.0.0.1:{kafka}"),
+        &tls(&crt, &rogue_key, Some(&ca)),
+    );
+    let mut cmd = Command::new(support::BIN);
+    cmd.args(["run", "-c"]).arg(&path).current_dir(dir.path());
+    let out = run(&mut cmd, b"", Duration::from_secs(20));
+    assert_eq!(out.code(), Some(2), "run: {out:?}");
+    assert!(out.stderr.contains("do not go together"), "run: {out:?}");
 }
