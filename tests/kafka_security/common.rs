@@ -542,6 +542,59 @@ pub fn consume(
     Ok(got)
 }
 
+/// A consumer of `group` (subscribe: FindCoordinator, JoinGroup, SyncGroup, Fetch,
+/// OffsetCommit, OffsetFetch) reads `n` records of `topic` from the earliest, commits, and
+/// returns their values, sorted, with the sum of the offsets the group then has committed.
+pub fn group_read(
+    bootstrap: &str,
+    client: &Client,
+    group: &str,
+    topic: &str,
+    n: usize,
+) -> (Vec<String>, i64) {
+    let seen = Seen::default();
+    let consumer: BaseConsumer<Seen> = client
+        .rdkafka(
+            bootstrap,
+            &[
+                ("group.id", group),
+                ("auto.offset.reset", "earliest"),
+                ("enable.auto.commit", "false"),
+                ("session.timeout.ms", "6000"),
+            ],
+        )
+        .create_with_context(seen.clone())
+        .expect("rdkafka group consumer");
+    consumer.subscribe(&[topic]).unwrap();
+    let mut values = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while values.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "group {group} got {values:?} of {n}\n{}",
+            seen.report()
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.unwrap_or_else(|e| panic!("group {group}: {e}\n{}", seen.report()));
+            values.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+        }
+    }
+    values.sort();
+    consumer
+        .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        .unwrap_or_else(|e| panic!("group {group} commit: {e}\n{}", seen.report()));
+    // The list goes before the consumer: its elements hold librdkafka partition references,
+    // and rd_kafka_destroy waits for them (forever).
+    let committed: i64 = {
+        let list = consumer.committed(CALL).unwrap();
+        list.elements()
+            .iter()
+            .map(|e| e.offset().to_raw().unwrap_or(0).max(0))
+            .sum()
+    };
+    (values, committed)
+}
+
 /// The rdkafka AdminClient creates `topics` (name, partitions); one result per topic.
 pub fn create_topics(
     bootstrap: &str,

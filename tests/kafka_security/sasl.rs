@@ -155,6 +155,16 @@ fn scenario(mechanism: &str) {
         stored,
         "rdkafka reads the log"
     );
+    // A consumer group: librdkafka authenticates its coordinator connection too.
+    let (values, committed) = group_read(&b, &good, "sasl-group", "rd", stored.len());
+    let mut want: Vec<String> = stored.iter().map(|r| r.value.clone()).collect();
+    want.sort();
+    assert_eq!(values, want, "the group reads every record");
+    assert_eq!(
+        committed,
+        stored.len() as i64,
+        "the group's committed offsets"
+    );
 
     // confluent-kafka and kafka-python, each its own topic.
     for (py, topic) in [("confluent", "py-confluent"), ("kafka-python", "py-kafka")] {

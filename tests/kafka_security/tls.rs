@@ -262,6 +262,11 @@ fn sasl_ssl_scram_over_tls() {
     let stored = face.recs("sasl-ssl");
     assert_exact(&stored, &sent, "SASL_SSL");
     assert_eq!(consume(&b, &good, "sasl-ssl", CALL).unwrap(), stored);
+    let (values, committed) = group_read(&b, &good, "sasl-ssl-group", "sasl-ssl", stored.len());
+    let mut want: Vec<String> = stored.iter().map(|r| r.value.clone()).collect();
+    want.sort();
+    assert_eq!(values, want, "a group over SASL_SSL reads every record");
+    assert_eq!(committed, stored.len() as i64);
     for (py, topic) in [("confluent", "py-confluent"), ("kafka-python", "py-kafka")] {
         let sent = batch(py, 4);
         let out = python(py, &b, &good, topic, &sent, PyOpts::both());
